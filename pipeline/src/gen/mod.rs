@@ -1,0 +1,1 @@
+//! Synthetic traffic generator (in progress).

@@ -1,0 +1,1 @@
+//! Local Kafka-protocol broker for the demo and tests (in progress).

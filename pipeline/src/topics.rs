@@ -1,0 +1,1 @@
+//! Topic creation (in progress).
