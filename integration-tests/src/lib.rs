@@ -1,1 +1,371 @@
+//! Harness shared by every integration test: one Kafka-protocol broker per test
+//! process, unique topic/group names, client configs and small helpers.
+//!
+//! - `DISTILL_WATCH_TEST_BROKER=host:port` runs the tests against that broker.
+//! - Otherwise nisshi is installed (once, into the cache; see
+//!   [`distill_watch::local_broker`]) and started on a free loopback port, once
+//!   per test process. It is leaked on purpose and dies with the process
+//!   (`PR_SET_PDEATHSIG`).
+//!
+//! Tests in one process share the broker and run in parallel, so every test
+//! creates its own topics and groups named with [`unique_name`].
 
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use distill_watch::local_broker::{self, LocalBroker};
+use distill_watch::topics::{self, TopicSpec};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::ClientContext;
+
+/// Environment variable naming an external broker to test against.
+pub const TEST_BROKER_ENV: &str = "DISTILL_WATCH_TEST_BROKER";
+
+struct Broker {
+    bootstrap: String,
+    local: bool,
+}
+
+fn shared_broker() -> &'static Broker {
+    static BROKER: OnceLock<Result<Broker, String>> = OnceLock::new();
+    let result = BROKER.get_or_init(|| {
+        if let Some(b) = std::env::var(TEST_BROKER_ENV)
+            .ok()
+            .filter(|b| !b.is_empty())
+        {
+            return Ok(Broker {
+                bootstrap: b,
+                local: false,
+            });
+        }
+        let binary =
+            local_broker::ensure_installed().map_err(|e| format!("cannot install nisshi: {e}"))?;
+        let started = Instant::now();
+        let broker =
+            LocalBroker::start(&binary, None).map_err(|e| format!("cannot start nisshi: {e}"))?;
+        eprintln!(
+            "integration-tests: nisshi {} on {} (pid {}, log {}) ready in {:?}",
+            local_broker::NISSHI_VERSION,
+            broker.bootstrap,
+            broker.pid(),
+            broker.log.display(),
+            started.elapsed()
+        );
+        // Lives for the rest of the process; PR_SET_PDEATHSIG kills it when
+        // the process exits even though it is never dropped.
+        let broker: &'static LocalBroker = Box::leak(Box::new(broker));
+        Ok(Broker {
+            bootstrap: broker.bootstrap.clone(),
+            local: true,
+        })
+    });
+    match result {
+        Ok(b) => b,
+        // Every test fails with the same message instead of retrying the start.
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Bootstrap address of the broker the tests use (`$DISTILL_WATCH_TEST_BROKER`,
+/// else a local nisshi started on first use).
+pub fn broker() -> &'static str {
+    &shared_broker().bootstrap
+}
+
+/// True when the tests run against the nisshi started by this harness (not an
+/// external broker), so tests can pin nisshi-specific behaviour.
+pub fn broker_is_local_nisshi() -> bool {
+    shared_broker().local
+}
+
+/// A name unique across tests, test processes and runs, for topics and groups:
+/// `<prefix>-<pid>-<time>-<counter>`, restricted to Kafka's legal characters.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() % 1_000_000_000_000)
+        .unwrap_or(0);
+    let prefix: String = prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{prefix}-{}-{nanos}-{n}", std::process::id())
+}
+
+/// A client config with `bootstrap.servers` set to [`broker()`].
+pub fn client_config() -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", broker());
+    config
+}
+
+/// Consumer config for a group member that joins quickly on nisshi
+/// (`max.poll.interval.ms=10000`, `session.timeout.ms=6000`), reads from the
+/// earliest offset and never auto-commits.
+pub fn group_consumer_config(group: &str) -> ClientConfig {
+    let mut config = client_config();
+    config
+        .set("group.id", group)
+        .set("max.poll.interval.ms", "10000")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    config
+}
+
+/// Producer config without idempotence (nisshi reports wrong high watermarks
+/// after an idempotent producer wrote).
+pub fn producer_config() -> ClientConfig {
+    let mut config = client_config();
+    config
+        .set("enable.idempotence", "false")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000");
+    config
+}
+
+/// Creates topics with [`distill_watch::topics::create_topics`], blocking.
+pub fn create_topics(specs: &[TopicSpec]) {
+    block_on(topics::create_topics(&client_config(), specs))
+        .unwrap_or_else(|e| panic!("creating topics {specs:?} failed: {e}"));
+}
+
+/// Runs a future to completion on a fresh current-thread runtime (tests are
+/// synchronous because rdkafka's consumers and producers block).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(future)
+}
+
+/// A record to produce: `partition: None` lets the configured partitioner choose.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Target topic.
+    pub topic: String,
+    /// Explicit partition, or `None` for the partitioner.
+    pub partition: Option<i32>,
+    /// Message key.
+    pub key: Option<Vec<u8>>,
+    /// Message value.
+    pub value: Vec<u8>,
+}
+
+/// Where the broker acknowledged a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// Index of the record in the slice given to [`produce`].
+    pub index: usize,
+    /// Topic.
+    pub topic: String,
+    /// Partition it went to.
+    pub partition: i32,
+    /// Offset it got.
+    pub offset: i64,
+}
+
+struct CollectingContext {
+    results: Mutex<Vec<Result<Delivered, (usize, KafkaError)>>>,
+}
+
+impl ClientContext for CollectingContext {}
+
+impl ProducerContext for CollectingContext {
+    type DeliveryOpaque = Box<usize>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, index: Self::DeliveryOpaque) {
+        let entry = match result {
+            Ok(m) => Ok(Delivered {
+                index: *index,
+                topic: m.topic().to_owned(),
+                partition: m.partition(),
+                offset: m.offset(),
+            }),
+            Err((e, _)) => Err((*index, e.clone())),
+        };
+        self.results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(entry);
+    }
+}
+
+/// Produces `records` with `config` and waits for every delivery report.
+/// Panics on any delivery error; returns the reports in record order.
+pub fn produce(config: &ClientConfig, records: &[Record]) -> Vec<Delivered> {
+    let context = CollectingContext {
+        results: Mutex::new(Vec::new()),
+    };
+    let producer: BaseProducer<CollectingContext> = config
+        .create_with_context(context)
+        .expect("create producer");
+    for (index, r) in records.iter().enumerate() {
+        let mut record = BaseRecord::with_opaque_to(&r.topic, Box::new(index)).payload(&r.value);
+        if let Some(k) = &r.key {
+            record = record.key(k);
+        }
+        if let Some(p) = r.partition {
+            record = record.partition(p);
+        }
+        let mut record = record;
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    back,
+                )) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => panic!("enqueueing record {index} for {} failed: {e}", r.topic),
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("flush producer");
+    let results = std::mem::take(
+        &mut *producer
+            .context()
+            .results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
+    assert_eq!(
+        results.len(),
+        records.len(),
+        "one delivery report per record"
+    );
+    let mut by_index = BTreeMap::new();
+    for r in results {
+        match r {
+            Ok(d) => {
+                by_index.insert(d.index, d);
+            }
+            Err((index, e)) => panic!("record {index} was not delivered: {e}"),
+        }
+    }
+    by_index.into_values().collect()
+}
+
+/// The high watermark of `topic`/`partition` as last reported in a Fetch
+/// response to `consumer` (librdkafka's `rd_kafka_get_watermark_offsets`, which
+/// rdkafka 0.39 does not wrap), or `None` if it has not fetched that partition
+/// yet. Unlike `fetch_watermarks` this sends no ListOffsets request.
+pub fn cached_high_watermark<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let topic = CString::new(topic).expect("topic name without NUL");
+    let (mut low, mut high) = (-1_i64, -1_i64);
+    // SAFETY: the client pointer is valid while `consumer` lives; librdkafka
+    // only writes the two out-parameters.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}
+
+/// Kafka's Java default partitioner for keyed records:
+/// `toPositive(murmur2(key)) % partitions`, which librdkafka's `murmur2` and
+/// `murmur2_random` partitioners reproduce.
+pub fn java_murmur2_partition(key: &[u8], partitions: i32) -> i32 {
+    (murmur2(key) & 0x7fff_ffff) as i32 % partitions
+}
+
+/// Kafka's `Utils.murmur2` (seed 0x9747b28c).
+pub fn murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let len = data.len();
+    let mut h = SEED ^ len as u32;
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_differ_and_are_legal() {
+        let a = unique_name("t/x");
+        let b = unique_name("t/x");
+        assert_ne!(a, b);
+        assert!(a.starts_with("t-x-"));
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')));
+    }
+
+    #[test]
+    fn murmur2_matches_kafka_java() {
+        // Values from Kafka's UtilsTest.testMurmur2.
+        let cases: &[(&[u8], i32)] = &[
+            (b"21", -973932308),
+            (b"foobar", -790332482),
+            (b"a-little-bit-long-string", -985981536),
+            (b"a-little-bit-longer-string", -1486304829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58897971,
+            ),
+            (b"abc", 479470107),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(murmur2(key) as i32, *expected, "murmur2({key:?})");
+        }
+    }
+}

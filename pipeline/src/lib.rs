@@ -1,8 +1,26 @@
 //! distill-watch: streaming detection of LLM distillation attacks.
 //!
-//! One module per pipeline stage; Arrow `RecordBatch`es flow between them.
+//! One module per pipeline stage; Arrow `RecordBatch`es flow between them:
+//! `source` (Kafka) → `decode` (Avro → Arrow) → `window` (event time) →
+//! `join` (request ⋈ response) → `enrich` (accounts) → `jobs` (SQL features)
+//! → `score` (risk + reasons) → `sink` (Avro → Kafka). `process` chains the
+//! per-window stages; `worker` drives the loop.
 
+pub mod cli;
+pub mod config;
+pub mod decode;
+pub mod enrich;
 pub mod gen;
+pub mod golden;
+pub mod jobs;
+pub mod join;
 pub mod local_broker;
+pub mod metrics;
+pub mod process;
 pub mod schemas;
+pub mod score;
+pub mod sink;
+pub mod source;
 pub mod topics;
+pub mod window;
+pub mod worker;

@@ -1,1 +1,126 @@
-fn main(){}
+//! The `distill-watch` binary: command dispatch. Errors become `anyhow` here,
+//! at the edge; the library uses typed errors.
+
+mod demo;
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use distill_watch::cli::{Cli, Command, ConfigArgs, JobsAction, RunArgs, TopicsAction};
+use distill_watch::config::{Config, DEFAULTS_TOML, ENV_PREFIX};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    let load = || Config::load(cli.config.as_deref()).context("loading configuration");
+    match &cli.command {
+        Command::Demo(args) => demo::run(load()?, args).await,
+        Command::Run(args) => run(load()?, args).await,
+        Command::Gen(args) => demo::gen(&load()?, args).await,
+        Command::Topics(args) => match args.action {
+            TopicsAction::Create { partitions } => demo::create_topics(&load()?, partitions).await,
+        },
+        Command::Jobs(args) => jobs(&load()?, &args.action).await,
+        Command::Config(args) => config(&cli, args),
+    }
+}
+
+async fn run(mut cfg: Config, args: &RunArgs) -> Result<()> {
+    if args.exit_at_eof {
+        cfg.worker.exit_at_eof = true;
+    }
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let summary = distill_watch::worker::run(&cfg, shutdown).await?;
+    println!("{}", summary.metrics);
+    Ok(())
+}
+
+async fn jobs(cfg: &Config, action: &JobsAction) -> Result<()> {
+    match action {
+        JobsAction::Validate => {
+            let delay = cfg.window.max_response_delay.as_millis() as i64;
+            let d = distill_watch::process::Detector::load(&cfg.jobs.dir, &cfg.jobs.scoring, delay)
+                .await?;
+            let features = d.feature_names().await?;
+            for j in &d.jobs.jobs {
+                println!("ok  {:<12} {:<28} {}", j.name, j.family, j.path.display());
+            }
+            println!(
+                "{} jobs, {} features, window {} ms; scoring model {} uses {} of them",
+                d.jobs.jobs.len(),
+                features.len(),
+                d.jobs.window_ms,
+                d.model_version,
+                d.model.rules.len()
+            );
+            Ok(())
+        }
+        JobsAction::Test { filter } => {
+            let report =
+                distill_watch::golden::run_dir(&cfg.jobs.dir, cfg, filter.as_deref()).await?;
+            print!("{report}");
+            if !report.all_passed() {
+                bail!(
+                    "{} of {} golden tests failed",
+                    report.failed(),
+                    report.total()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn config(cli: &Cli, args: &ConfigArgs) -> Result<()> {
+    if args.defaults {
+        print!("{DEFAULTS_TOML}");
+        return Ok(());
+    }
+    let user = match &cli.config {
+        Some(p) => Some((
+            p.display().to_string(),
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
+    // Validate as the worker would, then print the merged table.
+    Config::from_parts(user.as_ref().map(|(o, t)| (o.as_str(), t.as_str())), &env)?;
+    print!(
+        "{}",
+        Config::effective_toml(user.as_ref().map(|(o, t)| (o.as_str(), t.as_str())), &env)?
+    );
+    Ok(())
+}

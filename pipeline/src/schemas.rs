@@ -46,7 +46,10 @@ pub struct SchemaSet {
 
 const SOURCES: [(&str, &str); 4] = [
     ("ApiRequest", include_str!("../../schemas/ApiRequest.avsc")),
-    ("ApiResponse", include_str!("../../schemas/ApiResponse.avsc")),
+    (
+        "ApiResponse",
+        include_str!("../../schemas/ApiResponse.avsc"),
+    ),
     ("Account", include_str!("../../schemas/Account.avsc")),
     ("RiskScore", include_str!("../../schemas/RiskScore.avsc")),
 ];
@@ -90,7 +93,12 @@ impl SchemaSet {
     }
 
     pub fn all(&self) -> [&ContractSchema; 4] {
-        [&self.request, &self.response, &self.account, &self.risk_score]
+        [
+            &self.request,
+            &self.response,
+            &self.account,
+            &self.risk_score,
+        ]
     }
 
     pub fn by_id(&self, id: u32) -> Option<&ContractSchema> {
@@ -123,6 +131,39 @@ pub fn encode_framed(
 ) -> Result<Vec<u8>, apache_avro::Error> {
     let body = apache_avro::to_avro_datum(&schema.avro, value)?;
     Ok(frame(schema.id, &body))
+}
+
+/// A record of `schema` from the given fields, every other field taking its
+/// schema default. Panics if a field without default is missing: callers are
+/// tests and the generator, whose inputs are code, not data.
+pub fn record_with_defaults(
+    schema: &Schema,
+    given: Vec<(&str, apache_avro::types::Value)>,
+) -> apache_avro::types::Value {
+    use apache_avro::types::Value;
+    let Schema::Record(r) = schema else {
+        panic!("record_with_defaults needs a record schema");
+    };
+    let fields = r
+        .fields
+        .iter()
+        .map(|f| {
+            let v = match given.iter().find(|(n, _)| *n == f.name) {
+                Some((_, v)) => v.clone(),
+                None => {
+                    let d = f
+                        .default
+                        .clone()
+                        .unwrap_or_else(|| panic!("field {} has no default", f.name));
+                    Value::from(d)
+                        .resolve(&f.schema)
+                        .unwrap_or_else(|e| panic!("default of {}: {e}", f.name))
+                }
+            };
+            (f.name.clone(), v)
+        })
+        .collect();
+    Value::Record(fields)
 }
 
 #[cfg(test)]

@@ -1,0 +1,596 @@
+//! Avro (Confluent framing) → Arrow `RecordBatch`, one batch per poll.
+//!
+//! Every message either becomes one row or one [`Reject`] with a reason; the
+//! caller routes rejects to the DLQ. Rows keep where they came from in three
+//! trailing columns (`_partition`, `_offset`, `_msg`), so later stages can
+//! track offsets and find the original bytes without per-event structs.
+
+pub mod validate;
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, RecordBatch, UInt32Array,
+};
+use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit};
+use arrow_avro::reader::{Decoder, ReaderBuilder};
+use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
+
+use crate::schemas::{unframe, ContractSchema, SchemaSet};
+use validate::{check_datum, Shape};
+
+/// Column with the Kafka partition a row came from.
+pub const PARTITION_COL: &str = "_partition";
+/// Column with the Kafka offset a row came from.
+pub const OFFSET_COL: &str = "_offset";
+/// Column with the row's index in the slice of messages given to `decode`.
+pub const MSG_COL: &str = "_msg";
+
+/// One Kafka record, owned, independent of the Kafka client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMessage {
+    pub partition: i32,
+    pub offset: i64,
+    /// Kafka record timestamp (CreateTime or LogAppendTime), if any.
+    pub timestamp_ms: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// Why a message did not become a row. The string form is the DLQ header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectKind {
+    MissingKey,
+    MissingValue,
+    BadFraming,
+    UnknownSchemaId,
+    WrongSchema,
+    MalformedAvro,
+    KeyMismatch,
+    InvalidValue,
+    FutureEventTime,
+    LateEvent,
+}
+
+impl RejectKind {
+    pub const ALL: [RejectKind; 10] = [
+        RejectKind::MissingKey,
+        RejectKind::MissingValue,
+        RejectKind::BadFraming,
+        RejectKind::UnknownSchemaId,
+        RejectKind::WrongSchema,
+        RejectKind::MalformedAvro,
+        RejectKind::KeyMismatch,
+        RejectKind::InvalidValue,
+        RejectKind::FutureEventTime,
+        RejectKind::LateEvent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectKind::MissingKey => "missing_key",
+            RejectKind::MissingValue => "missing_value",
+            RejectKind::BadFraming => "bad_framing",
+            RejectKind::UnknownSchemaId => "unknown_schema_id",
+            RejectKind::WrongSchema => "wrong_schema",
+            RejectKind::MalformedAvro => "malformed_avro",
+            RejectKind::KeyMismatch => "key_mismatch",
+            RejectKind::InvalidValue => "invalid_value",
+            RejectKind::FutureEventTime => "future_event_time",
+            RejectKind::LateEvent => "late_event",
+        }
+    }
+}
+
+/// A message that will not be processed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    /// Index into the slice given to [`RecordDecoder::decode`].
+    pub msg_index: usize,
+    pub kind: RejectKind,
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("cannot build the Avro decoder for {schema}: {message}")]
+    Setup {
+        schema: &'static str,
+        message: String,
+    },
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+/// The decoded rows of one poll, plus the messages that were rejected.
+#[derive(Debug)]
+pub struct Decoded {
+    /// Decoded columns followed by `_partition`, `_offset`, `_msg`.
+    pub batch: RecordBatch,
+    pub rejects: Vec<Reject>,
+}
+
+/// Decodes the messages of one topic, whose values must carry `schema`.
+pub struct RecordDecoder {
+    schema: &'static ContractSchema,
+    shape: Shape,
+    decoder: Decoder,
+    max_rows: usize,
+    output_schema: SchemaRef,
+    checks: RowChecks,
+    /// Event times more than this after the Kafka timestamp are rejected.
+    max_future_skew_ms: i64,
+}
+
+impl std::fmt::Debug for RecordDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordDecoder")
+            .field("schema", &self.schema.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RecordDecoder {
+    pub fn new(
+        schema: &'static ContractSchema,
+        max_rows: usize,
+        max_future_skew_ms: i64,
+    ) -> Result<Self, DecodeError> {
+        let shape = Shape::compile(&schema.avro).map_err(|message| DecodeError::Setup {
+            schema: schema.name,
+            message,
+        })?;
+        let max_rows = max_rows.max(1);
+        let decoder = build_decoder(schema, max_rows)?;
+        let mut fields: Vec<Field> = decoder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let checks = RowChecks::for_schema(&decoder.schema());
+        fields.push(Field::new(PARTITION_COL, DataType::Int32, false));
+        fields.push(Field::new(OFFSET_COL, DataType::Int64, false));
+        fields.push(Field::new(MSG_COL, DataType::UInt32, false));
+        Ok(Self {
+            schema,
+            shape,
+            decoder,
+            max_rows,
+            output_schema: Arc::new(Schema::new(fields)),
+            checks,
+            max_future_skew_ms,
+        })
+    }
+
+    /// Arrow schema of [`Decoded::batch`].
+    pub fn output_schema(&self) -> SchemaRef {
+        self.output_schema.clone()
+    }
+
+    pub fn contract(&self) -> &'static ContractSchema {
+        self.schema
+    }
+
+    /// Decode `msgs`. Never fails because of message content: bad messages
+    /// come back as rejects. An `Err` means the decoder itself is broken.
+    pub fn decode(&mut self, msgs: &[RawMessage]) -> Result<Decoded, DecodeError> {
+        let mut rejects = Vec::new();
+        let mut accepted: Vec<usize> = Vec::with_capacity(msgs.len());
+        let set = SchemaSet::builtin();
+        for (i, m) in msgs.iter().enumerate() {
+            let reject = |kind, detail: String| Reject {
+                msg_index: i,
+                kind,
+                detail,
+            };
+            let Some(key) = m.key.as_deref().filter(|k| !k.is_empty()) else {
+                rejects.push(reject(RejectKind::MissingKey, "record has no key".into()));
+                continue;
+            };
+            let _ = key;
+            let Some(payload) = m.payload.as_deref() else {
+                rejects.push(reject(
+                    RejectKind::MissingValue,
+                    "record has no value (tombstone)".into(),
+                ));
+                continue;
+            };
+            let Some((id, body)) = unframe(payload) else {
+                rejects.push(reject(
+                    RejectKind::BadFraming,
+                    format!(
+                        "value does not start with the Confluent header (magic byte 0 + 4-byte schema id); {} bytes, first byte {:#04x}",
+                        payload.len(),
+                        payload.first().copied().unwrap_or(0)
+                    ),
+                ));
+                continue;
+            };
+            if id != self.schema.id {
+                let (kind, detail) = match set.by_id(id) {
+                    Some(other) => (
+                        RejectKind::WrongSchema,
+                        format!(
+                            "schema id {id} is {}, this topic carries {} (id {})",
+                            other.name, self.schema.name, self.schema.id
+                        ),
+                    ),
+                    None => (
+                        RejectKind::UnknownSchemaId,
+                        format!(
+                            "unknown schema id {id}; this topic carries {} (id {})",
+                            self.schema.name, self.schema.id
+                        ),
+                    ),
+                };
+                rejects.push(reject(kind, detail));
+                continue;
+            }
+            if let Err(e) = check_datum(&self.shape, body) {
+                rejects.push(reject(
+                    RejectKind::MalformedAvro,
+                    format!("not a valid {} datum: {e}", self.schema.name),
+                ));
+                continue;
+            }
+            accepted.push(i);
+        }
+
+        let decoded = self.decode_accepted(msgs, &accepted, &mut rejects)?;
+        let (batch, row_msgs) = decoded;
+        let mut out = self.append_origin(batch, &row_msgs, msgs)?;
+        out = self.apply_row_checks(out, msgs, &mut rejects)?;
+        rejects.sort_by_key(|r| r.msg_index);
+        Ok(Decoded {
+            batch: out,
+            rejects,
+        })
+    }
+
+    /// Feed validated messages to arrow-avro. If it still fails (a decoder
+    /// bug or a check gap), fall back to one message per batch to isolate the
+    /// culprit instead of losing the whole poll.
+    fn decode_accepted(
+        &mut self,
+        msgs: &[RawMessage],
+        accepted: &[usize],
+        rejects: &mut Vec<Reject>,
+    ) -> Result<(RecordBatch, Vec<usize>), DecodeError> {
+        let empty = || RecordBatch::new_empty(self.decoder.schema());
+        if accepted.is_empty() {
+            return Ok((empty(), Vec::new()));
+        }
+        match self.decode_all(msgs, accepted) {
+            Ok(batch) => Ok((batch, accepted.to_vec())),
+            Err(first_error) => {
+                tracing::warn!(schema = self.schema.name, error = %first_error, "arrow-avro failed on a validated batch; isolating messages one by one");
+                let mut batches = Vec::new();
+                let mut rows = Vec::new();
+                for &i in accepted {
+                    self.decoder = build_decoder(self.schema, self.max_rows)?;
+                    match self.decode_all(msgs, &[i]) {
+                        Ok(b) => {
+                            batches.push(b);
+                            rows.push(i);
+                        }
+                        Err(e) => rejects.push(Reject {
+                            msg_index: i,
+                            kind: RejectKind::MalformedAvro,
+                            detail: format!(
+                                "arrow-avro could not decode the {}: {e}",
+                                self.schema.name
+                            ),
+                        }),
+                    }
+                }
+                self.decoder = build_decoder(self.schema, self.max_rows)?;
+                let batch = concat_batches(&self.decoder.schema(), &batches)?;
+                Ok((batch, rows))
+            }
+        }
+    }
+
+    fn decode_all(&mut self, msgs: &[RawMessage], which: &[usize]) -> Result<RecordBatch, String> {
+        let mut batches = Vec::new();
+        for &i in which {
+            let payload = msgs[i].payload.as_deref().unwrap_or_default();
+            if self.decoder.batch_is_full() {
+                if let Some(b) = self.decoder.flush().map_err(|e| e.to_string())? {
+                    batches.push(b);
+                }
+            }
+            let used = self.decoder.decode(payload).map_err(|e| e.to_string())?;
+            if used != payload.len() {
+                return Err(format!(
+                    "decoder consumed {used} of {} bytes",
+                    payload.len()
+                ));
+            }
+        }
+        if let Some(b) = self.decoder.flush().map_err(|e| e.to_string())? {
+            batches.push(b);
+        }
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if rows != which.len() {
+            return Err(format!("decoded {rows} rows from {} messages", which.len()));
+        }
+        concat_batches(&self.decoder.schema(), &batches).map_err(|e| e.to_string())
+    }
+
+    fn append_origin(
+        &self,
+        batch: RecordBatch,
+        row_msgs: &[usize],
+        msgs: &[RawMessage],
+    ) -> Result<RecordBatch, DecodeError> {
+        let partitions: Int32Array = row_msgs.iter().map(|&i| Some(msgs[i].partition)).collect();
+        let offsets: Int64Array = row_msgs.iter().map(|&i| Some(msgs[i].offset)).collect();
+        let idx: UInt32Array = row_msgs.iter().map(|&i| Some(i as u32)).collect();
+        let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+        cols.push(Arc::new(partitions));
+        cols.push(Arc::new(offsets));
+        cols.push(Arc::new(idx));
+        Ok(RecordBatch::try_new(self.output_schema.clone(), cols)?)
+    }
+
+    /// Semantic checks a schema cannot express: key = account_id, no
+    /// negative counts, event time not in the future of its Kafka timestamp.
+    fn apply_row_checks(
+        &self,
+        batch: RecordBatch,
+        msgs: &[RawMessage],
+        rejects: &mut Vec<Reject>,
+    ) -> Result<RecordBatch, DecodeError> {
+        if batch.num_rows() == 0 {
+            return Ok(batch);
+        }
+        let msg_idx = batch
+            .column_by_name(MSG_COL)
+            .expect("appended above")
+            .as_primitive::<arrow::datatypes::UInt32Type>();
+        let mut keep = vec![true; batch.num_rows()];
+        if let Some(ids) = self
+            .checks
+            .account_id
+            .map(|c| batch.column(c).as_string::<i32>())
+        {
+            for (row, k) in keep.iter_mut().enumerate() {
+                let m = &msgs[msg_idx.value(row) as usize];
+                let key = m.key.as_deref().unwrap_or_default();
+                if ids.is_null(row) || ids.value(row).as_bytes() != key || ids.value(row).is_empty()
+                {
+                    *k = false;
+                    rejects.push(Reject {
+                        msg_index: msg_idx.value(row) as usize,
+                        kind: RejectKind::KeyMismatch,
+                        detail: format!(
+                            "record key {:?} differs from account_id {:?}; events must be keyed by account so requests and responses are co-partitioned",
+                            String::from_utf8_lossy(key),
+                            if ids.is_null(row) { "" } else { ids.value(row) }
+                        ),
+                    });
+                }
+            }
+        }
+        for &(col, name) in &self.checks.non_negative {
+            let arr = batch.column(col);
+            for (row, k) in keep.iter_mut().enumerate() {
+                if !*k || arr.is_null(row) {
+                    continue;
+                }
+                let negative = match arr.data_type() {
+                    DataType::Int32 => arr.as_primitive::<Int32Type>().value(row) < 0,
+                    DataType::Int64 => arr.as_primitive::<Int64Type>().value(row) < 0,
+                    _ => false,
+                };
+                if negative {
+                    *k = false;
+                    rejects.push(Reject {
+                        msg_index: msg_idx.value(row) as usize,
+                        kind: RejectKind::InvalidValue,
+                        detail: format!("{name} is negative"),
+                    });
+                }
+            }
+        }
+        if let Some(col) = self.checks.event_time {
+            let times = batch
+                .column(col)
+                .as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+            for (row, k) in keep.iter_mut().enumerate() {
+                if !*k {
+                    continue;
+                }
+                let m = &msgs[msg_idx.value(row) as usize];
+                if let Some(ts) = m.timestamp_ms.filter(|t| *t >= 0) {
+                    let et = times.value(row);
+                    if et > ts.saturating_add(self.max_future_skew_ms) {
+                        *k = false;
+                        rejects.push(Reject {
+                            msg_index: msg_idx.value(row) as usize,
+                            kind: RejectKind::FutureEventTime,
+                            detail: format!(
+                                "event_time {et} is {} ms after the record's Kafka timestamp {ts} (limit {} ms)",
+                                et - ts,
+                                self.max_future_skew_ms
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        if keep.iter().all(|k| *k) {
+            return Ok(batch);
+        }
+        Ok(filter_record_batch(&batch, &BooleanArray::from(keep))?)
+    }
+}
+
+/// Column positions the row checks look at, found by name once.
+#[derive(Debug, Clone, Default)]
+struct RowChecks {
+    account_id: Option<usize>,
+    event_time: Option<usize>,
+    non_negative: Vec<(usize, &'static str)>,
+}
+
+/// Counts and durations: a negative value is an upstream bug, not a signal.
+const NON_NEGATIVE: [&str; 9] = [
+    "prompt_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "cached_tokens",
+    "latency_ms",
+    "n",
+    "top_logprobs",
+    "logit_bias_size",
+    "tool_count",
+];
+
+impl RowChecks {
+    fn for_schema(schema: &Schema) -> Self {
+        let mut c = RowChecks {
+            account_id: schema.index_of("account_id").ok(),
+            ..Default::default()
+        };
+        if let Ok(i) = schema.index_of("event_time") {
+            if matches!(
+                schema.field(i).data_type(),
+                DataType::Timestamp(TimeUnit::Millisecond, _)
+            ) {
+                c.event_time = Some(i);
+            }
+        }
+        for name in NON_NEGATIVE {
+            if let Ok(i) = schema.index_of(name) {
+                c.non_negative.push((i, name));
+            }
+        }
+        c
+    }
+}
+
+fn build_decoder(schema: &ContractSchema, max_rows: usize) -> Result<Decoder, DecodeError> {
+    let setup = |message: String| DecodeError::Setup {
+        schema: schema.name,
+        message,
+    };
+    let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
+    store
+        .set(
+            Fingerprint::Id(schema.id),
+            AvroSchema::new(schema.json.to_string()),
+        )
+        .map_err(|e| setup(e.to_string()))?;
+    ReaderBuilder::new()
+        .with_batch_size(max_rows)
+        .with_writer_schema_store(store)
+        .build_decoder()
+        .map_err(|e| setup(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schemas::{encode_framed, frame};
+    use apache_avro::types::Value;
+
+    fn request(id: &str, account: &str, t: i64, prompt_tokens: i32) -> Vec<u8> {
+        let s = &SchemaSet::builtin().request;
+        let v = crate::schemas::record_with_defaults(
+            &s.avro,
+            vec![
+                ("request_id", Value::String(id.into())),
+                ("account_id", Value::String(account.into())),
+                ("event_time", Value::TimestampMillis(t)),
+                ("prompt_tokens", Value::Int(prompt_tokens)),
+            ],
+        );
+        encode_framed(s, v).unwrap()
+    }
+
+    fn msg(offset: i64, key: &str, payload: Vec<u8>) -> RawMessage {
+        RawMessage {
+            partition: 3,
+            offset,
+            timestamp_ms: Some(1_000_000),
+            key: Some(key.as_bytes().to_vec()),
+            payload: Some(payload),
+        }
+    }
+
+    #[test]
+    fn good_and_bad_messages_are_separated() {
+        let set = SchemaSet::builtin();
+        let mut d = RecordDecoder::new(&set.request, 16, 300_000).unwrap();
+        let good = request("r1", "acct-1", 999_000, 10);
+        let mut truncated = good.clone();
+        truncated.truncate(good.len() - 3);
+        let wrong_id = frame(set.account.id, &good[5..]);
+        let unknown_id = frame(777, &good[5..]);
+        let msgs = vec![
+            msg(10, "acct-1", good.clone()),
+            msg(11, "acct-1", b"\x00garbage!".to_vec()),
+            msg(12, "acct-1", truncated),
+            msg(13, "acct-1", wrong_id),
+            msg(14, "acct-1", unknown_id),
+            RawMessage {
+                key: None,
+                ..msg(15, "x", good.clone())
+            },
+            msg(16, "acct-2", good.clone()),
+            msg(17, "acct-1", request("r2", "acct-1", 999_500, -4)),
+            msg(18, "acct-1", request("r3", "acct-1", 9_000_000, 4)),
+            msg(19, "acct-1", b"not avro at all".to_vec()),
+            msg(20, "acct-1", request("r4", "acct-1", 999_900, 4)),
+        ];
+        let out = d.decode(&msgs).unwrap();
+        let kinds: Vec<(usize, RejectKind)> =
+            out.rejects.iter().map(|r| (r.msg_index, r.kind)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                // Magic byte 0 then "garb" read as a schema id.
+                (1, RejectKind::UnknownSchemaId),
+                (2, RejectKind::MalformedAvro),
+                (3, RejectKind::WrongSchema),
+                (4, RejectKind::UnknownSchemaId),
+                (5, RejectKind::MissingKey),
+                (6, RejectKind::KeyMismatch),
+                (7, RejectKind::InvalidValue),
+                (8, RejectKind::FutureEventTime),
+                (9, RejectKind::BadFraming),
+            ]
+        );
+        assert_eq!(out.batch.num_rows(), 2);
+        let offsets = out
+            .batch
+            .column_by_name(OFFSET_COL)
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        assert_eq!(offsets.values().to_vec(), vec![10, 20]);
+        let ids = out
+            .batch
+            .column_by_name("request_id")
+            .unwrap()
+            .as_string::<i32>();
+        assert_eq!(ids.value(1), "r4");
+    }
+
+    #[test]
+    fn decoder_stays_usable_after_rejects_and_across_polls() {
+        let set = SchemaSet::builtin();
+        let mut d = RecordDecoder::new(&set.request, 2, 300_000).unwrap();
+        for round in 0..3 {
+            let msgs: Vec<RawMessage> = (0..5)
+                .map(|i| msg(i, "a", request(&format!("r{round}-{i}"), "a", 999_000, 1)))
+                .chain(std::iter::once(msg(5, "a", vec![0, 0, 0, 3, 233, 1, 2])))
+                .collect();
+            let out = d.decode(&msgs).unwrap();
+            assert_eq!(out.batch.num_rows(), 5, "round {round}");
+            assert_eq!(out.rejects.len(), 1);
+        }
+    }
+}

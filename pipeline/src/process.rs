@@ -1,0 +1,196 @@
+//! One closed window → risk scores: join, enrich, run the jobs, score.
+//!
+//! Pure with respect to its inputs (the window's rows, the account table, the
+//! jobs and the model), which is what makes live and replayed scores equal.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::SchemaRef;
+use datafusion::datasource::MemTable;
+
+use crate::decode::{DecodeError, RecordDecoder};
+use crate::enrich::{enrich, AccountTable, EnrichError};
+use crate::jobs::{run_all, JobError, JobSet, EVENTS_TABLE};
+use crate::join::{join_window, window_context, JoinError};
+use crate::schemas::SchemaSet;
+use crate::score::{RiskScore, ScoreError, ScoringModel};
+use crate::window::ClosedWindow;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Jobs(#[from] JobError),
+    #[error(transparent)]
+    Model(#[from] ScoreError),
+    #[error("scoring model {model} uses features no job produces: {missing:?}")]
+    MissingFeatures { model: String, missing: Vec<String> },
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    #[error(transparent)]
+    Enrich(#[from] EnrichError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("datafusion: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+}
+
+/// What came out of one window.
+#[derive(Debug, Default)]
+pub struct WindowResult {
+    pub scores: Vec<RiskScore>,
+    pub requests: u64,
+    pub without_response: u64,
+    pub unknown_account: u64,
+    pub duplicates: u64,
+}
+
+/// Jobs + scoring model, checked against each other at load time.
+pub struct Detector {
+    pub jobs: JobSet,
+    pub model: ScoringModel,
+    /// Model version plus a digest of the jobs, written into every score.
+    pub model_version: String,
+    pub request_schema: SchemaRef,
+    pub response_schema: SchemaRef,
+    pub max_response_delay_ms: i64,
+}
+
+impl Detector {
+    pub async fn load(
+        jobs_dir: &Path,
+        model_path: &Path,
+        max_response_delay_ms: i64,
+    ) -> Result<Self, ProcessError> {
+        let jobs = JobSet::load(jobs_dir)?;
+        let model = ScoringModel::load(model_path)?;
+        let set = SchemaSet::builtin();
+        let d = Detector {
+            model_version: format!("{}+jobs.{:08x}", model.model_version, jobs.digest() as u32),
+            jobs,
+            model,
+            request_schema: RecordDecoder::new(&set.request, 1, 0)?.output_schema(),
+            response_schema: RecordDecoder::new(&set.response, 1, 0)?.output_schema(),
+            max_response_delay_ms,
+        };
+        let features = d.feature_names().await?;
+        let missing = d.model.missing_features(&features);
+        if !missing.is_empty() {
+            return Err(ProcessError::MissingFeatures {
+                model: model_path.display().to_string(),
+                missing,
+            });
+        }
+        Ok(d)
+    }
+
+    /// Plan and run every job over an empty window: proves the SQL is valid
+    /// against the real `events` schema and lists the features.
+    pub async fn feature_names(&self) -> Result<Vec<String>, ProcessError> {
+        let events = self
+            .events(
+                Vec::new(),
+                Vec::new(),
+                &AccountTable::default(),
+                0,
+                self.jobs.window_ms,
+            )
+            .await?
+            .0;
+        let ctx = window_context();
+        ctx.register_table(
+            EVENTS_TABLE,
+            Arc::new(MemTable::try_new(events.schema(), vec![vec![events]])?),
+        )?;
+        let out = run_all(&ctx, &self.jobs, &[]).await?;
+        Ok(out
+            .schema()
+            .fields()
+            .iter()
+            .skip(1)
+            .map(|f| f.name().clone())
+            .collect())
+    }
+
+    /// The `events` table of a window: joined, deduplicated, enriched.
+    /// Also returns (duplicates dropped, rows with unknown account).
+    pub async fn events(
+        &self,
+        requests: Vec<RecordBatch>,
+        responses: Vec<RecordBatch>,
+        accounts: &AccountTable,
+        start: i64,
+        end: i64,
+    ) -> Result<(RecordBatch, u64, u64), ProcessError> {
+        let raw_requests: usize = requests.iter().map(|b| b.num_rows()).sum();
+        let ctx = window_context();
+        let joined = join_window(
+            &ctx,
+            self.request_schema.clone(),
+            requests,
+            self.response_schema.clone(),
+            responses,
+            self.max_response_delay_ms,
+        )
+        .await?;
+        let duplicates = (raw_requests - joined.num_rows()) as u64;
+        let (events, unknown) = enrich(&joined, accounts, start, end)?;
+        Ok((events, duplicates, unknown as u64))
+    }
+
+    /// Score one window.
+    pub async fn score_window(
+        &self,
+        w: ClosedWindow,
+        accounts: &AccountTable,
+    ) -> Result<WindowResult, ProcessError> {
+        let (events, duplicates, unknown) = self
+            .events(w.requests, w.responses, accounts, w.start, w.end)
+            .await?;
+        if events.num_rows() == 0 {
+            return Ok(WindowResult {
+                duplicates,
+                ..Default::default()
+            });
+        }
+        let ids = events
+            .column_by_name("account_id")
+            .expect("join keeps account_id")
+            .as_string::<i32>();
+        let has_response = events
+            .column_by_name("has_response")
+            .expect("join adds has_response")
+            .as_boolean();
+        let mut counts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        let mut without_response = 0;
+        for i in 0..events.num_rows() {
+            let e = counts.entry(ids.value(i).to_string()).or_default();
+            e.0 += 1;
+            if has_response.value(i) && !has_response.is_null(i) {
+                e.1 += 1;
+            } else {
+                without_response += 1;
+            }
+        }
+        let accounts_in_window: Vec<String> = counts.keys().cloned().collect();
+        let ctx = window_context();
+        let rows = events.num_rows() as u64;
+        ctx.register_table(
+            EVENTS_TABLE,
+            Arc::new(MemTable::try_new(events.schema(), vec![vec![events]])?),
+        )?;
+        let features = run_all(&ctx, &self.jobs, &accounts_in_window).await?;
+        let scores = self
+            .model
+            .score(&features, &counts, w.start, w.end, &self.model_version);
+        Ok(WindowResult {
+            scores,
+            requests: rows,
+            without_response,
+            unknown_account: unknown,
+            duplicates,
+        })
+    }
+}

@@ -1,0 +1,527 @@
+//! Kafka consumption: the event topics through a consumer group, and the
+//! whole accounts topic as a table that follows updates.
+//!
+//! Standard Kafka APIs only. Co-partitioning of requests and responses relies
+//! on the `range` assignor, which gives a member the same partition numbers of
+//! every subscribed topic with the same partition count.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+
+use crate::config::Config;
+use crate::decode::{RawMessage, RecordDecoder};
+use crate::enrich::AccountTable;
+use crate::schemas::SchemaSet;
+use crate::window::{Resume, Side};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("[librdkafka] {key} = {value:?} is not allowed: {why}")]
+    Forbidden {
+        key: String,
+        value: String,
+        why: &'static str,
+    },
+    #[error("topics {requests} ({req} partitions) and {responses} ({resp} partitions) must have the same partition count: requests and responses of an account are joined within one partition number")]
+    NotCoPartitioned {
+        requests: String,
+        responses: String,
+        req: usize,
+        resp: usize,
+    },
+    #[error("topic {0} does not exist (the worker does not create topics; see `distill-watch topics create`)")]
+    MissingTopic(String),
+    #[error("reading {topic}: {message}")]
+    Accounts { topic: String, message: String },
+}
+
+/// A partition of one of the two event topics.
+pub type TopicPartition = (Side, i32);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Assigned(Vec<TopicPartition>),
+    Revoked(Vec<TopicPartition>),
+}
+
+/// Rebalance callbacks run inside `recv()`, on the polling task; they only
+/// record what happened, and the worker acts on it between batches.
+struct SourceContext {
+    requests: String,
+    responses: String,
+    changes: Mutex<Vec<Change>>,
+}
+
+impl SourceContext {
+    fn parts(&self, tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+        tpl.elements()
+            .iter()
+            .filter_map(|e| {
+                let side = if e.topic() == self.requests {
+                    Side::Requests
+                } else if e.topic() == self.responses {
+                    Side::Responses
+                } else {
+                    return None;
+                };
+                Some((side, e.partition()))
+            })
+            .collect()
+    }
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts = self.parts(tpl);
+            tracing::info!(partitions = ?parts, "partitions revoked");
+            self.changes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Change::Revoked(parts));
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let parts = self.parts(tpl);
+                tracing::info!(partitions = ?parts, "partitions assigned");
+                self.changes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Change::Assigned(parts));
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// What one poll returned.
+#[derive(Debug, Default)]
+pub struct Polled {
+    pub messages: Vec<(Side, RawMessage)>,
+    /// Partition numbers that reported end-of-partition (topic unknown:
+    /// librdkafka's EOF event does not say which topic).
+    pub eofs: Vec<i32>,
+    /// Rebalances that happened after `messages` were received.
+    pub changes: Vec<Change>,
+}
+
+/// The event topics, consumed by the worker's consumer group.
+pub struct EventSource {
+    consumer: StreamConsumer<SourceContext>,
+    pub requests_topic: String,
+    pub responses_topic: String,
+    /// A message received together with a rebalance; it belongs to the
+    /// next poll.
+    stash: Option<(Side, RawMessage)>,
+}
+
+/// librdkafka settings the worker owns: changing them would break offset
+/// handling or co-partitioning.
+const OWNED: [(&str, &str); 3] = [
+    (
+        "enable.auto.commit",
+        "the worker commits only after scores are acknowledged",
+    ),
+    (
+        "enable.auto.offset.store",
+        "the worker commits explicit offsets",
+    ),
+    (
+        "partition.assignment.strategy",
+        "co-partitioning needs the range assignor",
+    ),
+];
+
+impl EventSource {
+    pub fn new(cfg: &Config, report_eof: bool) -> Result<Self, SourceError> {
+        for (key, why) in OWNED {
+            if let Some(value) = cfg.librdkafka.get(key) {
+                return Err(SourceError::Forbidden {
+                    key: key.into(),
+                    value: value.clone(),
+                    why,
+                });
+            }
+        }
+        let mut cc = cfg.client_config();
+        cc.set("group.id", &cfg.kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("partition.assignment.strategy", "range")
+            .set(
+                "enable.partition.eof",
+                if report_eof { "true" } else { "false" },
+            );
+        if !cfg.librdkafka.contains_key("auto.offset.reset") {
+            cc.set("auto.offset.reset", "earliest");
+        }
+        let context = SourceContext {
+            requests: cfg.topics.requests.clone(),
+            responses: cfg.topics.responses.clone(),
+            changes: Mutex::new(Vec::new()),
+        };
+        let consumer: StreamConsumer<SourceContext> = cc.create_with_context(context)?;
+        let source = EventSource {
+            consumer,
+            requests_topic: cfg.topics.requests.clone(),
+            responses_topic: cfg.topics.responses.clone(),
+            stash: None,
+        };
+        source.check_topics()?;
+        source
+            .consumer
+            .subscribe(&[&source.requests_topic, &source.responses_topic])?;
+        Ok(source)
+    }
+
+    fn check_topics(&self) -> Result<(), SourceError> {
+        let count = |topic: &str| -> Result<usize, SourceError> {
+            let md = self
+                .consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(10))?;
+            let t = md
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                .ok_or_else(|| SourceError::MissingTopic(topic.to_string()))?;
+            Ok(t.partitions().len())
+        };
+        let req = count(&self.requests_topic)?;
+        let resp = count(&self.responses_topic)?;
+        if req != resp {
+            return Err(SourceError::NotCoPartitioned {
+                requests: self.requests_topic.clone(),
+                responses: self.responses_topic.clone(),
+                req,
+                resp,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn topic(&self, side: Side) -> &str {
+        match side {
+            Side::Requests => &self.requests_topic,
+            Side::Responses => &self.responses_topic,
+        }
+    }
+
+    fn take_changes(&self) -> Vec<Change> {
+        std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .changes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+    }
+
+    /// Up to `max` messages, waiting at most `wait` for them. Returns early
+    /// on a rebalance so the worker can act on it before anything newer.
+    pub async fn poll(&mut self, max: usize, wait: Duration) -> Result<Polled, SourceError> {
+        let mut out = Polled::default();
+        if let Some(m) = self.stash.take() {
+            out.messages.push(m);
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        while out.messages.len() < max {
+            let received = match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Err(_) => break,
+                Ok(r) => r,
+            };
+            let changes = self.take_changes();
+            let item = match received {
+                Ok(m) => {
+                    let side = if m.topic() == self.requests_topic {
+                        Side::Requests
+                    } else {
+                        Side::Responses
+                    };
+                    Some((
+                        side,
+                        RawMessage {
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            timestamp_ms: m.timestamp().to_millis(),
+                            key: m.key().map(<[u8]>::to_vec),
+                            payload: m.payload().map(<[u8]>::to_vec),
+                        },
+                    ))
+                }
+                Err(KafkaError::PartitionEOF(p)) => {
+                    out.eofs.push(p);
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    None
+                }
+            };
+            if !changes.is_empty() {
+                out.changes = changes;
+                self.stash = item;
+                break;
+            }
+            if let Some(m) = item {
+                out.messages.push(m);
+            }
+        }
+        if out.changes.is_empty() {
+            out.changes = self.take_changes();
+        }
+        Ok(out)
+    }
+
+    /// Committed offsets and resume metadata of `parts`.
+    pub fn committed(
+        &self,
+        parts: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, (Option<i64>, Option<Resume>)>, SourceError> {
+        let mut tpl = TopicPartitionList::new();
+        for &(side, p) in parts {
+            tpl.add_partition(self.topic(side), p);
+        }
+        let got = tokio::task::block_in_place(|| {
+            self.consumer
+                .committed_offsets(tpl, Duration::from_secs(30))
+        })?;
+        let mut out = BTreeMap::new();
+        for e in got.elements() {
+            let side = if e.topic() == self.requests_topic {
+                Side::Requests
+            } else {
+                Side::Responses
+            };
+            let offset = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            out.insert((side, e.partition()), (offset, Resume::parse(e.metadata())));
+        }
+        Ok(out)
+    }
+
+    /// Commit `offsets` with their resume metadata, synchronously.
+    pub fn commit(&self, offsets: &[(TopicPartition, i64, Resume)]) -> Result<(), SourceError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for &((side, p), offset, resume) in offsets {
+            let mut e = tpl.add_partition(self.topic(side), p);
+            e.set_offset(Offset::Offset(offset))?;
+            e.set_metadata(resume.encode());
+        }
+        tokio::task::block_in_place(|| {
+            self.consumer
+                .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        })?;
+        Ok(())
+    }
+
+    /// (low, high) watermarks of a partition, asked of the broker.
+    pub fn watermarks(&self, side: Side, partition: i32) -> Result<(i64, i64), SourceError> {
+        let topic = self.topic(side).to_string();
+        Ok(tokio::task::block_in_place(|| {
+            self.consumer
+                .fetch_watermarks(&topic, partition, Duration::from_secs(10))
+        })?)
+    }
+}
+
+/// Reads the accounts topic whole, then keeps following it.
+pub struct AccountsSource {
+    /// The current table; readers clone the inner `Arc` (a snapshot) and the
+    /// follower copies on write, so a window never sees a half-applied batch.
+    pub table: Arc<RwLock<Arc<AccountTable>>>,
+    topic: String,
+}
+
+impl AccountsSource {
+    /// Read `topic` from the beginning up to its current end (so the first
+    /// windows are enriched with every account that existed at start), then
+    /// follow it on a background task. Records that do not decode are
+    /// counted, logged and skipped: they cannot be committed past anyway,
+    /// since this reader has no consumer group.
+    pub async fn start(
+        cfg: &Config,
+        bootstrap_timeout: Duration,
+    ) -> Result<AccountsSource, SourceError> {
+        let topic = cfg.topics.accounts.clone();
+        let mut cc: ClientConfig = cfg.client_config();
+        cc.set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set(
+                "group.id",
+                format!("{}-accounts-reader", cfg.kafka.group_id),
+            );
+        let consumer: StreamConsumer = cc.create()?;
+        let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let partitions: Vec<i32> = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+            .filter(|p: &Vec<i32>| !p.is_empty())
+            .ok_or_else(|| SourceError::MissingTopic(topic.clone()))?;
+        let mut ends = BTreeMap::new();
+        let mut tpl = TopicPartitionList::new();
+        for &p in &partitions {
+            let (low, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
+            if high > low {
+                ends.insert(p, high);
+            }
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        let table = Arc::new(RwLock::new(Arc::new(AccountTable::default())));
+        let mut decoder = RecordDecoder::new(&SchemaSet::builtin().account, 1024, i64::MAX / 4)
+            .map_err(|e| SourceError::Accounts {
+                topic: topic.clone(),
+                message: e.to_string(),
+            })?;
+        let mut reader = AccountReader {
+            topic: topic.clone(),
+            skipped: 0,
+            tombstones: 0,
+        };
+        let started = Instant::now();
+        let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
+        let caught_up = |positions: &BTreeMap<i32, i64>| {
+            ends.iter()
+                .all(|(p, end)| positions.get(p).is_some_and(|pos| pos >= end))
+        };
+        let mut pending = Vec::new();
+        while !caught_up(&positions) {
+            if started.elapsed() > bootstrap_timeout {
+                return Err(SourceError::Accounts {
+                    topic,
+                    message: format!(
+                        "not read to its end within {bootstrap_timeout:?} (positions {positions:?}, ends {ends:?})"
+                    ),
+                });
+            }
+            match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
+                Ok(Ok(m)) => {
+                    positions.insert(m.partition(), m.offset() + 1);
+                    pending.push(owned(&m));
+                    if pending.len() >= 1024 {
+                        reader.apply(&mut decoder, &table, &std::mem::take(&mut pending));
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "accounts consumer error"),
+                Err(_) => {}
+            }
+        }
+        reader.apply(&mut decoder, &table, &pending);
+        let n = table.read().unwrap_or_else(|e| e.into_inner()).len();
+        tracing::info!(accounts = n, topic = %topic, "account table loaded");
+        let follow_table = table.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut batch = Vec::new();
+                match consumer.recv().await {
+                    Ok(m) => batch.push(owned(&m)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accounts consumer error");
+                        continue;
+                    }
+                }
+                while batch.len() < 1024 {
+                    match tokio::time::timeout(Duration::from_millis(20), consumer.recv()).await {
+                        Ok(Ok(m)) => batch.push(owned(&m)),
+                        _ => break,
+                    }
+                }
+                reader.apply(&mut decoder, &follow_table, &batch);
+            }
+        });
+        Ok(AccountsSource {
+            table,
+            topic: cfg.topics.accounts.clone(),
+        })
+    }
+
+    /// The table as it is now; cheap, and unaffected by later updates.
+    pub fn snapshot(&self) -> Arc<AccountTable> {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+}
+
+struct AccountReader {
+    topic: String,
+    skipped: u64,
+    tombstones: u64,
+}
+
+impl AccountReader {
+    fn apply(
+        &mut self,
+        decoder: &mut RecordDecoder,
+        table: &RwLock<Arc<AccountTable>>,
+        msgs: &[RawMessage],
+    ) {
+        if msgs.is_empty() {
+            return;
+        }
+        // A tombstone deletes the key in compaction; the history of the
+        // account is still what past windows were enriched with, so keep it.
+        let values: Vec<RawMessage> = msgs
+            .iter()
+            .filter(|m| m.payload.is_some())
+            .cloned()
+            .collect();
+        self.tombstones += (msgs.len() - values.len()) as u64;
+        match decoder.decode(&values) {
+            Ok(d) => {
+                for r in &d.rejects {
+                    self.skipped += 1;
+                    let m = &values[r.msg_index];
+                    tracing::warn!(topic = %self.topic, partition = m.partition, offset = m.offset, kind = r.kind.as_str(), detail = %r.detail, skipped_total = self.skipped, "account record skipped");
+                }
+                let mut guard = table.write().unwrap_or_else(|e| e.into_inner());
+                if let Err(e) = Arc::make_mut(&mut guard).apply(&d.batch) {
+                    tracing::error!(error = %e, "account batch could not be applied");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "account decoder failed"),
+        }
+    }
+}
+
+fn owned<M: Message>(m: &M) -> RawMessage {
+    RawMessage {
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp_ms: m.timestamp().to_millis(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+    }
+}
+
+/// The set of event partitions currently owned, for end-of-input checks.
+#[derive(Debug, Default)]
+pub struct Assignment {
+    pub parts: BTreeSet<TopicPartition>,
+    pub at_end: BTreeSet<TopicPartition>,
+}
