@@ -94,7 +94,7 @@ cmd_start() {
     mkdir -p "$(dirname "$log")"
     # nisshi reads these as flag defaults; keep the developer's shell out of it.
     env -u CLUSTER_ID -u LISTENER_URL -u ADVERTISED_LISTENER_URL -u STORAGE_ENGINE \
-        -u SCHEMA_REGISTRY -u OTEL_EXPORTER_OTLP_ENDPOINT RUST_LOG="${RUST_LOG:-warn}" \
+        -u SCHEMA_REGISTRY -u OTEL_EXPORTER_OTLP_ENDPOINT RUST_LOG="${RUST_LOG:-warn}" NO_COLOR=1 \
         setsid "$NISSHI" broker \
         --storage-engine memory://nisshi/ \
         --listener-url "tcp://127.0.0.1:$port" \

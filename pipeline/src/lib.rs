@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod process;
 pub mod schemas;
 pub mod score;
+pub mod simulate;
 pub mod sink;
 pub mod source;
 pub mod topics;

@@ -5,12 +5,17 @@
 //! version with `cargo install` into a per-user cache (once; it takes ~20 min),
 //! and [`LocalBroker::start`] runs it with in-memory storage on a loopback port.
 //!
-//! Things to know about the broker (nisshi 0.7.0-pre.2, `memory://` storage):
+//! Things to know about the broker (nisshi 0.7.0-pre.2, `memory://` storage),
+//! pinned by `integration-tests/tests/broker_behaviour.rs`:
 //! - topics are not auto-created: create them with [`crate::topics::create_topics`];
-//! - always use `127.0.0.1`, never `localhost` (it only listens on IPv4 here);
+//! - clients must use `127.0.0.1:<port>` (what it advertises), never `localhost`;
 //! - consumer-group joins take ~23 s unless `max.poll.interval.ms` is short
-//!   (10 000 ms gives ~3 s);
-//! - committed-offset *metadata* is not returned by OffsetFetch (always `""`);
+//!   (10 000 ms with `session.timeout.ms` 6 000 gives ~3 s);
+//! - committed offsets round-trip but their *metadata* does not: OffsetFetch
+//!   always answers `""`;
+//! - ListOffsets LATEST (`fetch_watermarks`) answers the base offset of the last
+//!   written batch + 1, which is the log end only for one-record batches; the
+//!   high watermark in Fetch responses is right;
 //! - `offsetsForTimes` answers 0, and high watermarks are wrong after an
 //!   idempotent producer wrote.
 //!
@@ -323,6 +328,8 @@ impl LocalBroker {
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "warn");
         }
+        // Plain text in the log file (its tracing output is coloured otherwise).
+        command.env("NO_COLOR", "1");
         die_with_parent(&mut command);
 
         info!(binary = %binary.display(), %bootstrap, log = %log.display(), "starting nisshi");

@@ -35,6 +35,8 @@ pub enum ProcessError {
     Decode(#[from] DecodeError),
     #[error("datafusion: {0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
 }
 
 /// What came out of one window.
