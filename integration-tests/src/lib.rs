@@ -1,7 +1,8 @@
 //! Harness shared by every integration test: one Kafka-protocol broker per test
 //! process, unique topic/group names, client configs and small helpers.
 //!
-//! - `DISTILL_WATCH_TEST_BROKER=host:port` runs the tests against that broker.
+//! - `DISTILL_WATCH_TEST_BROKER=host:port` runs the tests against that broker
+//!   (nisshi is recognised by its cluster id, see [`broker_is_nisshi`]).
 //! - Otherwise nisshi is installed (once, into the cache; see
 //!   [`distill_watch::local_broker`]) and started on a free loopback port, once
 //!   per test process. It is leaked on purpose and dies with the process
@@ -30,7 +31,22 @@ pub const TEST_BROKER_ENV: &str = "DISTILL_WATCH_TEST_BROKER";
 
 struct Broker {
     bootstrap: String,
-    local: bool,
+    nisshi: bool,
+}
+
+/// Whether the broker at `bootstrap` is nisshi (or Tansu, its former name),
+/// judged by the cluster id: nisshi's default is `nisshi_cluster`.
+fn is_nisshi(bootstrap: &str) -> Result<bool, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .map_err(|e| format!("cannot create a client for {bootstrap}: {e}"))?;
+    let id = consumer
+        .client()
+        .fetch_cluster_id(Duration::from_secs(10))
+        .ok_or_else(|| format!("broker {bootstrap} did not answer a metadata request in 10 s"))?;
+    let id = id.to_ascii_lowercase();
+    Ok(id.contains("nisshi") || id.contains("tansu"))
 }
 
 fn shared_broker() -> &'static Broker {
@@ -40,9 +56,10 @@ fn shared_broker() -> &'static Broker {
             .ok()
             .filter(|b| !b.is_empty())
         {
+            let nisshi = is_nisshi(&b)?;
             return Ok(Broker {
                 bootstrap: b,
-                local: false,
+                nisshi,
             });
         }
         let binary =
@@ -63,7 +80,7 @@ fn shared_broker() -> &'static Broker {
         let broker: &'static LocalBroker = Box::leak(Box::new(broker));
         Ok(Broker {
             bootstrap: broker.bootstrap.clone(),
-            local: true,
+            nisshi: true,
         })
     });
     match result {
@@ -79,10 +96,11 @@ pub fn broker() -> &'static str {
     &shared_broker().bootstrap
 }
 
-/// True when the tests run against the nisshi started by this harness (not an
-/// external broker), so tests can pin nisshi-specific behaviour.
-pub fn broker_is_local_nisshi() -> bool {
-    shared_broker().local
+/// True when the test broker is nisshi (the one started here, or an external
+/// one whose cluster id says nisshi), so tests can pin nisshi's faults and still
+/// demand correct Kafka behaviour from any other broker.
+pub fn broker_is_nisshi() -> bool {
+    shared_broker().nisshi
 }
 
 /// A name unique across tests, test processes and runs, for topics and groups:

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use distill_watch::topics::{TopicError, TopicSpec};
 use integration_tests::{
-    block_on, broker_is_local_nisshi, cached_high_watermark, client_config, create_topics,
+    block_on, broker_is_nisshi, cached_high_watermark, client_config, create_topics,
     group_consumer_config, java_murmur2_partition, produce, producer_config, unique_name, Record,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
@@ -184,7 +184,7 @@ fn offset_commit_round_trips_offset_and_metadata() {
         let sent_offsets: BTreeMap<i32, i64> = sent.iter().map(|(&p, (o, _))| (p, *o)).collect();
         assert_eq!(offsets, sent_offsets, "committed offsets");
         for (p, (_, metadata)) in got {
-            if broker_is_local_nisshi() {
+            if broker_is_nisshi() {
                 // BROKER FAULT (nisshi 0.7.0-pre.2): commit metadata is dropped.
                 // OffsetFetch answers metadata "" whatever was committed
                 // (its Storage::offset_fetch returns offsets only). The
@@ -344,7 +344,7 @@ fn watermarks_count_messages_from_non_idempotent_producer() {
     };
     assert_eq!(marks(0), (0, 7), "one record per batch");
     assert_eq!(marks(1), (0, 0), "empty partition");
-    if broker_is_local_nisshi() {
+    if broker_is_nisshi() {
         // BROKER FAULT (nisshi 0.7.0-pre.2, memory:// = dynostore): ListOffsets
         // LATEST answers (base offset of the most recently written batch) + 1,
         // not the end of the log, so after a 12-record batch it says 1. Only

@@ -43,6 +43,10 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// Handed to librdkafka unchanged for every client.
     pub librdkafka: BTreeMap<String, String>,
+    /// Handed to librdkafka for consumers only.
+    pub consumer: BTreeMap<String, String>,
+    /// Handed to librdkafka for producers only.
+    pub producer: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -182,6 +186,24 @@ impl Config {
         cc
     }
 
+    /// [`Config::client_config`] plus the `[consumer]` section.
+    pub fn consumer_config(&self) -> rdkafka::ClientConfig {
+        let mut cc = self.client_config();
+        for (k, v) in &self.consumer {
+            cc.set(k, v);
+        }
+        cc
+    }
+
+    /// [`Config::client_config`] plus the `[producer]` section.
+    pub fn producer_config(&self) -> rdkafka::ClientConfig {
+        let mut cc = self.client_config();
+        for (k, v) in &self.producer {
+            cc.set(k, v);
+        }
+        cc
+    }
+
     /// The merged configuration rendered back as TOML (for `distill-watch config`).
     pub fn effective_toml(
         user: Option<(&str, &str)>,
@@ -219,7 +241,8 @@ fn merge(base: &mut toml::Table, overlay: toml::Table) {
 
 /// `DISTILL_WATCH_WINDOW_OUT_OF_ORDERNESS=1m` sets `[window] out_of_orderness`.
 /// The section is matched first (sections have no underscores), the rest is
-/// the key; for `[librdkafka]` underscores become dots.
+/// the key; for `[librdkafka]`, `[consumer]` and `[producer]` underscores
+/// become dots.
 fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
     let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
         return Ok(());
@@ -234,7 +257,7 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
     let Some(toml::Value::Table(sec)) = table.get_mut(section) else {
         return Err(unknown());
     };
-    if section == "librdkafka" {
+    if matches!(section, "librdkafka" | "consumer" | "producer") {
         if key.is_empty() {
             return Err(unknown());
         }

@@ -333,7 +333,10 @@ impl LocalBroker {
         die_with_parent(&mut command);
 
         info!(binary = %binary.display(), %bootstrap, log = %log.display(), "starting nisshi");
-        let child = spawn_on_long_lived_thread(command).map_err(io_err("start", binary))?;
+        let child = spawn_on_long_lived_thread(command).map_err(|e| {
+            let _ = fs::remove_file(&log);
+            io_err("start", binary)(e)
+        })?;
         let mut broker = LocalBroker {
             child,
             bootstrap,

@@ -11,7 +11,7 @@ use crate::decode::RejectKind;
 pub struct Metrics {
     pub requests_consumed: u64,
     pub responses_consumed: u64,
-    pub accounts_consumed: u64,
+    pub accounts_in_table: u64,
     pub rejected: BTreeMap<RejectKind, u64>,
     pub already_handled: u64,
     pub windows_closed: u64,
@@ -42,10 +42,10 @@ impl fmt::Display for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "consumed requests={} responses={} accounts={}; windows closed={}; scores={} (",
+            "consumed requests={} responses={}; accounts in table={}; windows closed={}; scores={} (",
             self.requests_consumed,
             self.responses_consumed,
-            self.accounts_consumed,
+            self.accounts_in_table,
             self.windows_closed,
             self.scores_emitted
         )?;

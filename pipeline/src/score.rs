@@ -249,7 +249,12 @@ impl ScoringModel {
                 .collect();
             // Folding from +0.0: `Sum` starts at -0.0, which would put a negative
             // zero on the wire for accounts with no reasons.
-            let score = round9(reasons.iter().fold(0.0, |acc, r| acc + r.contribution).min(1.0));
+            let score = round9(
+                reasons
+                    .iter()
+                    .fold(0.0, |acc, r| acc + r.contribution)
+                    .min(1.0),
+            );
             // Ties broken by name so the order never depends on rule order.
             reasons.sort_by(|a, b| {
                 b.contribution

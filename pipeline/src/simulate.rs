@@ -17,7 +17,11 @@ use crate::score::RiskScore;
 use crate::window::{PartitionWindows, Side, WindowSpec};
 
 /// Score `traffic` as one partition, flushing all windows at the end.
-pub async fn score_traffic(detector: &Detector, traffic: &Traffic, out_of_orderness_ms: i64) -> Result<Vec<RiskScore>, ProcessError> {
+pub async fn score_traffic(
+    detector: &Detector,
+    traffic: &Traffic,
+    out_of_orderness_ms: i64,
+) -> Result<Vec<RiskScore>, ProcessError> {
     let set = SchemaSet::builtin();
     let raw = |records: &[Record]| -> Vec<RawMessage> {
         records
@@ -33,7 +37,8 @@ pub async fn score_traffic(detector: &Detector, traffic: &Traffic, out_of_ordern
             .collect()
     };
     let mut accounts = AccountTable::default();
-    let acc = RecordDecoder::new(&set.account, 4096, i64::MAX / 4)?.decode(&raw(&traffic.accounts))?;
+    let acc =
+        RecordDecoder::new(&set.account, 4096, i64::MAX / 4)?.decode(&raw(&traffic.accounts))?;
     accounts.apply(&acc.batch)?;
 
     let spec = WindowSpec {
@@ -55,7 +60,8 @@ pub async fn score_traffic(detector: &Detector, traffic: &Traffic, out_of_ordern
     const CHUNK: usize = 8192;
     while i < requests.len() || j < responses.len() {
         let take_req = j >= responses.len()
-            || (i < requests.len() && traffic.requests[i].event_time_ms <= traffic.responses[j].event_time_ms);
+            || (i < requests.len()
+                && traffic.requests[i].event_time_ms <= traffic.responses[j].event_time_ms);
         let (side, slice) = if take_req {
             let end = (i + CHUNK).min(requests.len());
             let s = &requests[i..end];
@@ -107,7 +113,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn default_model_separates_campaigns_from_traps() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let detector = Detector::load(&root.join("jobs"), &root.join("jobs/scoring.toml"), 120_000).await.unwrap();
+        let detector = Detector::load(&root.join("jobs"), &root.join("jobs/scoring.toml"), 120_000)
+            .await
+            .unwrap();
         let traffic = generate(&GenConfig {
             scale: 0.25,
             ..GenConfig::default()
@@ -120,12 +128,25 @@ mod tests {
             let s = max.get(&t.account_id);
             let level = s.map_or(Level::Low, |s| s.level);
             match (&t.campaign, level >= Level::High) {
-                (Some(_), false) => missed.push(format!("{} ({}) max {:?}", t.account_id, t.population, s.map(|s| (s.score, &s.reasons)))),
-                (None, true) => false_pos.push(format!("{} ({}) max {:?}", t.account_id, t.population, s.map(|s| (s.score, &s.reasons)))),
+                (Some(_), false) => missed.push(format!(
+                    "{} ({}) max {:?}",
+                    t.account_id,
+                    t.population,
+                    s.map(|s| (s.score, &s.reasons))
+                )),
+                (None, true) => false_pos.push(format!(
+                    "{} ({}) max {:?}",
+                    t.account_id,
+                    t.population,
+                    s.map(|s| (s.score, &s.reasons))
+                )),
                 _ => {}
             }
         }
-        assert!(missed.is_empty() && false_pos.is_empty(), "missed: {missed:#?}\nfalse positives: {false_pos:#?}");
+        assert!(
+            missed.is_empty() && false_pos.is_empty(),
+            "missed: {missed:#?}\nfalse positives: {false_pos:#?}"
+        );
         assert!(traffic.campaign_accounts().count() > 10);
     }
 }
@@ -142,34 +163,66 @@ mod calibration {
     #[ignore]
     async fn print_population_summary() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let detector = Detector::load(&root.join("jobs"), &root.join("jobs/scoring.toml"), 120_000).await.unwrap();
-        let scale: f64 = std::env::var("SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(0.25);
-        let traffic = generate(&GenConfig { scale, ..GenConfig::default() });
+        let detector = Detector::load(&root.join("jobs"), &root.join("jobs/scoring.toml"), 120_000)
+            .await
+            .unwrap();
+        let scale: f64 = std::env::var("SCALE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.25);
+        let traffic = generate(&GenConfig {
+            scale,
+            ..GenConfig::default()
+        });
         let t0 = Instant::now();
         let scores = score_traffic(&detector, &traffic, 30_000).await.unwrap();
         println!("{} scores in {:?}", scores.len(), t0.elapsed());
-        let pop: BTreeMap<&str, &str> = traffic.truth.iter().map(|t| (t.account_id.as_str(), t.population.as_str())).collect();
+        let pop: BTreeMap<&str, &str> = traffic
+            .truth
+            .iter()
+            .map(|t| (t.account_id.as_str(), t.population.as_str()))
+            .collect();
         // population -> (n accounts, max of max score, min of max score, feature sums at max window)
         let max = max_by_account(&scores);
         let mut by_pop: BTreeMap<&str, Vec<&RiskScore>> = BTreeMap::new();
         for (a, s) in &max {
-            by_pop.entry(pop.get(a.as_str()).copied().unwrap_or("?")).or_default().push(s);
+            by_pop
+                .entry(pop.get(a.as_str()).copied().unwrap_or("?"))
+                .or_default()
+                .push(s);
         }
         for (p, list) in &by_pop {
             let scores: Vec<f64> = list.iter().map(|s| s.score).collect();
             let min = scores.iter().cloned().fold(f64::MAX, f64::min);
             let maxv = scores.iter().cloned().fold(f64::MIN, f64::max);
-            println!("\n== {p}: {} accounts, max-window score min {min:.3} max {maxv:.3}", list.len());
+            println!(
+                "\n== {p}: {} accounts, max-window score min {min:.3} max {maxv:.3}",
+                list.len()
+            );
             let worst = if p.contains("hydra") || p.contains("cot") || p.contains("logit") {
-                list.iter().min_by(|a, b| a.score.total_cmp(&b.score)).unwrap()
+                list.iter()
+                    .min_by(|a, b| a.score.total_cmp(&b.score))
+                    .unwrap()
             } else {
-                list.iter().max_by(|a, b| a.score.total_cmp(&b.score)).unwrap()
+                list.iter()
+                    .max_by(|a, b| a.score.total_cmp(&b.score))
+                    .unwrap()
             };
-            println!("   edge account {} score {:.3} events {}", worst.account_id, worst.score, worst.event_count);
+            println!(
+                "   edge account {} score {:.3} events {}",
+                worst.account_id, worst.score, worst.event_count
+            );
             for r in &worst.reasons {
-                println!("     {:<28} value {:>10.4} +{:.3}", r.feature, r.value, r.contribution);
+                println!(
+                    "     {:<28} value {:>10.4} +{:.3}",
+                    r.feature, r.value, r.contribution
+                );
             }
-            let feats: Vec<String> = worst.features.iter().map(|(n, v)| format!("{n}={}", v.map_or("-".into(), |v| format!("{v:.3}")))).collect();
+            let feats: Vec<String> = worst
+                .features
+                .iter()
+                .map(|(n, v)| format!("{n}={}", v.map_or("-".into(), |v| format!("{v:.3}"))))
+                .collect();
             println!("   features: {}", feats.join(" "));
         }
     }

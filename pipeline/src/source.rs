@@ -78,7 +78,40 @@ impl SourceContext {
     }
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(error, reason);
+    }
+}
+
+fn is_eof(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::PartitionEOF(_)
+            | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+    )
+}
+
+/// End-of-partition is expected (and requested) when reading to the end of
+/// input, but librdkafka also reports it as a global error; keep it quiet.
+fn log_client_error(error: KafkaError, reason: &str) {
+    if is_eof(&error) {
+        tracing::trace!(reason, "end of partition");
+    } else {
+        tracing::error!(error = %error, reason, "kafka client error");
+    }
+}
+
+/// Consumer context for readers that ask for end-of-partition events.
+pub struct EofQuietContext;
+
+impl ClientContext for EofQuietContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(error, reason);
+    }
+}
+
+impl ConsumerContext for EofQuietContext {}
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -157,7 +190,7 @@ impl EventSource {
                 });
             }
         }
-        let mut cc = cfg.client_config();
+        let mut cc = cfg.consumer_config();
         cc.set("group.id", &cfg.kafka.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -335,13 +368,28 @@ impl EventSource {
         Ok(())
     }
 
-    /// (low, high) watermarks of a partition, asked of the broker.
-    pub fn watermarks(&self, side: Side, partition: i32) -> Result<(i64, i64), SourceError> {
-        let topic = self.topic(side).to_string();
-        Ok(tokio::task::block_in_place(|| {
-            self.consumer
-                .fetch_watermarks(&topic, partition, Duration::from_secs(10))
-        })?)
+    /// (low, high) watermarks librdkafka cached from its last fetch
+    /// response for the partition: no round trip, and the same numbers its
+    /// end-of-partition events come from. (ListOffsets, behind
+    /// `fetch_watermarks`, under-reports the high watermark on the local
+    /// test broker; fetch responses are right there and on Kafka.)
+    pub fn cached_watermarks(&self, side: Side, partition: i32) -> Option<(i64, i64)> {
+        let topic = std::ffi::CString::new(self.topic(side)).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client handle lives as long as `self.consumer`; `topic`
+        // is NUL-terminated and outlives the call; `low`/`high` are valid
+        // out-pointers. rd_kafka_get_watermark_offsets only reads cached state.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                topic.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+            .then_some((low, high))
     }
 }
 
@@ -351,6 +399,13 @@ pub struct AccountsSource {
     /// follower copies on write, so a window never sees a half-applied batch.
     pub table: Arc<RwLock<Arc<AccountTable>>>,
     topic: String,
+    follower: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for AccountsSource {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
 }
 
 impl AccountsSource {
@@ -364,7 +419,7 @@ impl AccountsSource {
         bootstrap_timeout: Duration,
     ) -> Result<AccountsSource, SourceError> {
         let topic = cfg.topics.accounts.clone();
-        let mut cc: ClientConfig = cfg.client_config();
+        let mut cc: ClientConfig = cfg.consumer_config();
         cc.set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .set(
@@ -433,7 +488,7 @@ impl AccountsSource {
         let n = table.read().unwrap_or_else(|e| e.into_inner()).len();
         tracing::info!(accounts = n, topic = %topic, "account table loaded");
         let follow_table = table.clone();
-        tokio::spawn(async move {
+        let follower = tokio::spawn(async move {
             loop {
                 let mut batch = Vec::new();
                 match consumer.recv().await {
@@ -455,6 +510,7 @@ impl AccountsSource {
         Ok(AccountsSource {
             table,
             topic: cfg.topics.accounts.clone(),
+            follower,
         })
     }
 

@@ -155,10 +155,14 @@ pub async fn run(
                 if !state.assignment.contains(&tp) {
                     continue;
                 }
-                let (low, high) = source.watermarks(side, p)?;
-                let pos = state.positions.get(&tp).copied().unwrap_or(low);
-                if pos >= high {
-                    state.at_end.insert(tp);
+                // librdkafka's EOF event names the partition, not the topic;
+                // whichever side's position reached its fetched high
+                // watermark is the one at its end.
+                if let Some((low, high)) = source.cached_watermarks(side, p) {
+                    let pos = state.positions.get(&tp).copied().unwrap_or(low);
+                    if pos >= high {
+                        state.at_end.insert(tp);
+                    }
                 }
             }
         }
@@ -177,6 +181,7 @@ pub async fn run(
         }
         if last_report.elapsed() >= Duration::from_secs(5) {
             last_report = Instant::now();
+            state.metrics.accounts_in_table = accounts.snapshot().len() as u64;
             tracing::info!(
                 open_windows = state.open_windows(),
                 buffered_rows = state.buffered_rows(),

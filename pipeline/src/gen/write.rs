@@ -116,8 +116,16 @@ pub async fn write_to_kafka(
     Ok(stats)
 }
 
-type Pending =
-    futures::future::BoxFuture<'static, (Kind, String, Result<Result<(), KafkaError>, ()>)>;
+/// How one delivery ended.
+enum Acked {
+    Delivered,
+    Failed(KafkaError),
+    /// The producer went away before reporting.
+    Cancelled,
+}
+
+/// A delivery in flight, tagged with what is needed to report a failure.
+type Pending = futures::future::BoxFuture<'static, (Kind, String, Acked)>;
 
 /// A bounded window of in-flight deliveries with progress logging.
 struct Writer<'a> {
@@ -200,14 +208,14 @@ impl<'a> Writer<'a> {
     }
 
     async fn complete_one(&mut self, stats: &mut WriteStats) -> Result<(), GenError> {
-        let Some((kind, key, result)) = self.in_flight.next().await else {
+        let Some((kind, key, acked)) = self.in_flight.next().await else {
             return Ok(());
         };
         let topic = self.topic(kind).to_string();
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(source)) => return Err(GenError::Delivery { topic, key, source }),
-            Err(()) => return Err(GenError::Cancelled { topic }),
+        match acked {
+            Acked::Delivered => {}
+            Acked::Failed(source) => return Err(GenError::Delivery { topic, key, source }),
+            Acked::Cancelled => return Err(GenError::Cancelled { topic }),
         }
         match kind {
             Kind::Account => stats.accounts += 1,
@@ -247,11 +255,11 @@ fn step(total: usize) -> usize {
 fn pending(kind: Kind, key: &str, delivery: DeliveryFuture) -> Pending {
     let key = key.to_string();
     Box::pin(async move {
-        let result = match delivery.await {
-            Ok(Ok(_)) => Ok(Ok(())),
-            Ok(Err((e, _message))) => Ok(Err(e)),
-            Err(_cancelled) => Err(()),
+        let acked = match delivery.await {
+            Ok(Ok(_delivery)) => Acked::Delivered,
+            Ok(Err((e, _message))) => Acked::Failed(e),
+            Err(_cancelled) => Acked::Cancelled,
         };
-        (kind, key, result)
+        (kind, key, acked)
     })
 }
