@@ -65,6 +65,7 @@ pub struct TopicsConfig {
     pub accounts: String,
     pub scores: String,
     pub dlq: String,
+    pub checkpoints: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +166,7 @@ impl Config {
             &self.topics.accounts,
             &self.topics.scores,
             &self.topics.dlq,
+            &self.topics.checkpoints,
         ];
         if topics.iter().any(|t| t.is_empty()) {
             return Err(ConfigError::Invalid(

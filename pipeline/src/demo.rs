@@ -46,6 +46,7 @@ pub fn topic_specs(cfg: &Config, partitions: i32) -> Vec<TopicSpec> {
         spec(&t.accounts, partitions, true),
         spec(&t.scores, partitions, false),
         spec(&t.dlq, 1, false),
+        spec(&t.checkpoints, 1, true),
     ]
 }
 
@@ -132,6 +133,7 @@ pub async fn run(mut cfg: Config, args: &DemoArgs) -> Result<()> {
                 &mut t.accounts,
                 &mut t.scores,
                 &mut t.dlq,
+                &mut t.checkpoints,
             ] {
                 *name = format!("{name}.demo-{suffix}");
             }

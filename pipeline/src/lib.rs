@@ -6,6 +6,7 @@
 //! → `score` (risk + reasons) → `sink` (Avro → Kafka). `process` chains the
 //! per-window stages; `worker` drives the loop.
 
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod decode;

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::decode::{RawMessage, RecordDecoder};
 use crate::enrich::AccountTable;
 use crate::schemas::SchemaSet;
-use crate::window::{Resume, Side};
+use crate::window::Side;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -321,11 +321,11 @@ impl EventSource {
         Ok(out)
     }
 
-    /// Committed offsets and resume metadata of `parts`.
+    /// Committed offsets of `parts` (`None`: nothing committed yet).
     pub fn committed(
         &self,
         parts: &[TopicPartition],
-    ) -> Result<BTreeMap<TopicPartition, (Option<i64>, Option<Resume>)>, SourceError> {
+    ) -> Result<BTreeMap<TopicPartition, Option<i64>>, SourceError> {
         let mut tpl = TopicPartitionList::new();
         for &(side, p) in parts {
             tpl.add_partition(self.topic(side), p);
@@ -345,21 +345,19 @@ impl EventSource {
                 Offset::Offset(o) => Some(o),
                 _ => None,
             };
-            out.insert((side, e.partition()), (offset, Resume::parse(e.metadata())));
+            out.insert((side, e.partition()), offset);
         }
         Ok(out)
     }
 
-    /// Commit `offsets` with their resume metadata, synchronously.
-    pub fn commit(&self, offsets: &[(TopicPartition, i64, Resume)]) -> Result<(), SourceError> {
+    /// Commit `offsets` synchronously.
+    pub fn commit(&self, offsets: &[(TopicPartition, i64)]) -> Result<(), SourceError> {
         if offsets.is_empty() {
             return Ok(());
         }
         let mut tpl = TopicPartitionList::new();
-        for &((side, p), offset, resume) in offsets {
-            let mut e = tpl.add_partition(self.topic(side), p);
-            e.set_offset(Offset::Offset(offset))?;
-            e.set_metadata(resume.encode());
+        for &((side, p), offset) in offsets {
+            tpl.add_partition_offset(self.topic(side), p, Offset::Offset(offset))?;
         }
         tokio::task::block_in_place(|| {
             self.consumer

@@ -16,6 +16,7 @@ use arrow::compute::take_record_batch;
 use arrow::datatypes::Int32Type;
 use rdkafka::producer::FutureProducer;
 
+use crate::checkpoint::Checkpoints;
 use crate::config::Config;
 use crate::decode::{RawMessage, RecordDecoder, Reject, RejectKind, PARTITION_COL};
 use crate::metrics::Metrics;
@@ -33,6 +34,8 @@ pub enum WorkerError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("decoder: {0}")]
@@ -92,8 +95,10 @@ pub async fn run(
         "detector loaded"
     );
     let accounts = AccountsSource::start(cfg, Duration::from_secs(120)).await?;
+    let producer = producer(cfg)?;
+    let checkpoints = Checkpoints::new(cfg, producer.clone());
     let mut sink = Sink::new(
-        producer(cfg)?,
+        producer,
         cfg.topics.scores.clone(),
         cfg.topics.dlq.clone(),
         cfg.worker.produce_timeout,
@@ -167,7 +172,7 @@ pub async fn run(
             }
         }
         for change in polled.changes {
-            state.apply_change(change, &source, now)?;
+            state.apply_change(change, &source, &checkpoints, cfg, now)?;
         }
         let flush = exit_at_eof
             && !state.assignment.is_empty()
@@ -177,7 +182,7 @@ pub async fn run(
             .await?;
         if closed || dirty {
             sink.flush_dlq().await?;
-            state.commit(&source)?;
+            state.commit(&source, &checkpoints).await?;
         }
         if last_report.elapsed() >= Duration::from_secs(5) {
             last_report = Instant::now();
@@ -195,7 +200,7 @@ pub async fn run(
         }
     }
     sink.flush_dlq().await?;
-    state.commit(&source)?;
+    state.commit(&source, &checkpoints).await?;
     tracing::info!(
         elapsed_s = started.elapsed().as_secs_f64(),
         "worker stopped: {}",
@@ -289,6 +294,8 @@ impl State {
         &mut self,
         change: Change,
         source: &EventSource,
+        checkpoints: &Checkpoints,
+        cfg: &Config,
         now: Instant,
     ) -> Result<(), WorkerError> {
         match change {
@@ -311,20 +318,20 @@ impl State {
             }
             Change::Assigned(parts) => {
                 let committed = source.committed(&parts)?;
+                let topics = [source.topic(Side::Requests), source.topic(Side::Responses)];
+                let resumes = tokio::task::block_in_place(|| checkpoints.read(cfg, &topics))?;
                 for tp in parts {
                     self.assignment.insert(tp);
                     let task = self
                         .tasks
                         .entry(tp.1)
                         .or_insert_with(|| PartitionWindows::new(tp.1, self.spec, now));
-                    if let Some((offset, resume)) = committed.get(&tp) {
-                        if let Some(o) = offset {
-                            self.positions.insert(tp, *o);
-                        }
-                        if let Some(r) = resume {
-                            tracing::info!(side = ?tp.0, partition = tp.1, emitted_until = r.emitted_until, read_to = r.read_to, "resuming partition");
-                            task.resume(tp.0, *r);
-                        }
+                    if let Some(Some(o)) = committed.get(&tp) {
+                        self.positions.insert(tp, *o);
+                    }
+                    if let Some(r) = resumes.get(&(source.topic(tp.0).to_string(), tp.1)) {
+                        tracing::info!(side = ?tp.0, partition = tp.1, emitted_until = r.emitted_until, read_to = r.read_to, "resuming partition");
+                        task.resume(tp.0, *r);
                     }
                 }
             }
@@ -372,24 +379,33 @@ impl State {
         Ok(any)
     }
 
-    fn commit(&mut self, source: &EventSource) -> Result<(), WorkerError> {
+    /// Checkpoint, then commit, every owned partition. Callers have already
+    /// waited for the scores and DLQ records behind these offsets.
+    async fn commit(
+        &mut self,
+        source: &EventSource,
+        checkpoints: &Checkpoints,
+    ) -> Result<(), WorkerError> {
         let mut offsets = Vec::new();
+        let mut entries = Vec::new();
         for task in self.tasks.values() {
             for side in SIDES {
                 let tp = (side, task.partition);
                 if !self.assignment.contains(&tp) {
                     continue;
                 }
-                if let (Some(offset), Some(meta)) =
+                if let (Some(offset), Some(resume)) =
                     (task.commit_offset(side), task.commit_metadata(side))
                 {
-                    offsets.push((tp, offset, meta));
+                    offsets.push((tp, offset));
+                    entries.push((source.topic(side), task.partition, resume));
                 }
             }
         }
         if offsets.is_empty() {
             return Ok(());
         }
+        checkpoints.write(&entries).await?;
         source.commit(&offsets)?;
         self.metrics.commits += 1;
         tracing::debug!(?offsets, "committed");

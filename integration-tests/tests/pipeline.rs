@@ -1,0 +1,765 @@
+//! The worker against a real broker: labelled traffic in, risk scores out
+//! (decoded independently with apache-avro and the published `.avsc`), bad
+//! input to the DLQ, and offsets never committed ahead of delivered scores.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use apache_avro::types::Value;
+use apache_avro::Schema;
+use distill_watch::config::Config;
+use distill_watch::gen::{self, GenConfig};
+use distill_watch::source::EofQuietContext;
+use distill_watch::topics::{create_topics, TopicSpec};
+use integration_tests::{broker, client_config, unique_name};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A schema straight from `schemas/`, parsed here rather than taken from the
+/// pipeline, so a drift between the two would fail these tests.
+fn avsc(name: &str) -> Schema {
+    let text =
+        std::fs::read_to_string(repo().join("schemas").join(format!("{name}.avsc"))).unwrap();
+    Schema::parse_str(&text).unwrap()
+}
+
+/// Schema ids from `schemas/ids.toml`, read without the pipeline.
+fn schema_id(name: &str) -> u32 {
+    let text = std::fs::read_to_string(repo().join("schemas/ids.toml")).unwrap();
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == name)
+        .map(|(_, v)| v.trim().parse().unwrap())
+        .unwrap()
+}
+
+/// A worker configuration on fresh topics and group.
+fn test_config(prefix: &str) -> Config {
+    let mut cfg = Config::defaults();
+    cfg.kafka.bootstrap_servers = broker().to_string();
+    cfg.kafka.group_id = unique_name(&format!("{prefix}-group"));
+    let t = &mut cfg.topics;
+    t.requests = unique_name(&format!("{prefix}-requests"));
+    t.responses = unique_name(&format!("{prefix}-responses"));
+    t.accounts = unique_name(&format!("{prefix}-accounts"));
+    t.scores = unique_name(&format!("{prefix}-scores"));
+    t.dlq = unique_name(&format!("{prefix}-dlq"));
+    t.checkpoints = unique_name(&format!("{prefix}-checkpoints"));
+    cfg.jobs.dir = repo().join("jobs");
+    cfg.jobs.scoring = repo().join("jobs/scoring.toml");
+    cfg.worker.exit_at_eof = true;
+    cfg
+}
+
+fn specs(cfg: &Config, with_scores: bool) -> Vec<TopicSpec> {
+    let t = &cfg.topics;
+    let mut v = vec![
+        TopicSpec {
+            name: t.requests.clone(),
+            partitions: 4,
+            compacted: false,
+        },
+        TopicSpec {
+            name: t.responses.clone(),
+            partitions: 4,
+            compacted: false,
+        },
+        TopicSpec {
+            name: t.accounts.clone(),
+            partitions: 2,
+            compacted: true,
+        },
+        TopicSpec {
+            name: t.dlq.clone(),
+            partitions: 1,
+            compacted: false,
+        },
+        TopicSpec {
+            name: t.checkpoints.clone(),
+            partitions: 1,
+            compacted: true,
+        },
+    ];
+    if with_scores {
+        v.push(scores_spec(cfg));
+    }
+    v
+}
+
+fn scores_spec(cfg: &Config) -> TopicSpec {
+    TopicSpec {
+        name: cfg.topics.scores.clone(),
+        partitions: 4,
+        compacted: false,
+    }
+}
+
+fn producer() -> FutureProducer {
+    let mut cc = client_config();
+    cc.set("partitioner", "murmur2_random")
+        .set("enable.idempotence", "false")
+        .set("linger.ms", "5");
+    cc.create().unwrap()
+}
+
+/// Every record of `topic`, read from the beginning to the end-of-partition
+/// event of each partition (not to ListOffsets, which the local broker
+/// under-reports).
+fn read_all(topic: &str) -> Vec<OwnedMessage> {
+    let mut cc = client_config();
+    cc.set("group.id", unique_name("reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "10");
+    let consumer: BaseConsumer<EofQuietContext> = cc.create_with_context(EofQuietContext).unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    assert!(!parts.is_empty(), "topic {topic} has no partitions");
+    let mut tpl = TopicPartitionList::new();
+    for &p in &parts {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut pending: BTreeSet<i32> = parts.into_iter().collect();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !pending.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out reading {topic}"
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                pending.insert(m.partition());
+                out.push(m.detach());
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                pending.remove(&p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// A `RiskScore` decoded with apache-avro and `schemas/RiskScore.avsc`.
+#[derive(Debug, Clone)]
+struct Score {
+    account: String,
+    window_start: i64,
+    level: String,
+    score: f64,
+    event_count: i64,
+    response_count: i64,
+    reasons: usize,
+}
+
+fn decode_score(m: &OwnedMessage, schema: &Schema, id: u32) -> Score {
+    let payload = m.payload().expect("score has a value");
+    assert_eq!(payload[0], 0, "Confluent magic byte");
+    assert_eq!(
+        u32::from_be_bytes(payload[1..5].try_into().unwrap()),
+        id,
+        "RiskScore schema id"
+    );
+    let v =
+        apache_avro::from_avro_datum(schema, &mut &payload[5..], None).expect("valid RiskScore");
+    let Value::Record(fields) = v else {
+        panic!("not a record")
+    };
+    let f: BTreeMap<String, Value> = fields.into_iter().collect();
+    let s = |k: &str| match &f[k] {
+        Value::String(s) | Value::Enum(_, s) => s.clone(),
+        other => panic!("{k}: {other:?}"),
+    };
+    let l = |k: &str| match &f[k] {
+        Value::Long(x) | Value::TimestampMillis(x) => *x,
+        other => panic!("{k}: {other:?}"),
+    };
+    let score = Score {
+        account: s("account_id"),
+        window_start: l("window_start"),
+        level: s("level"),
+        score: match &f["score"] {
+            Value::Double(x) => *x,
+            other => panic!("score: {other:?}"),
+        },
+        event_count: l("event_count"),
+        response_count: l("response_count"),
+        reasons: match &f["reasons"] {
+            Value::Array(a) => a.len(),
+            other => panic!("reasons: {other:?}"),
+        },
+    };
+    assert_eq!(
+        m.key(),
+        Some(score.account.as_bytes()),
+        "scores are keyed by account"
+    );
+    score
+}
+
+async fn run_worker(
+    cfg: &Config,
+) -> Result<distill_watch::worker::RunSummary, distill_watch::worker::WorkerError> {
+    distill_watch::worker::run(cfg, std::future::pending()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaigns_score_high_benign_traps_do_not_and_replay_is_identical() {
+    let cfg = test_config("e2e");
+    create_topics(&client_config(), &specs(&cfg, true))
+        .await
+        .unwrap();
+    let traffic = gen::generate(&GenConfig {
+        scale: 0.2,
+        ..GenConfig::default()
+    });
+    let topics = gen::Topics {
+        requests: cfg.topics.requests.clone(),
+        responses: cfg.topics.responses.clone(),
+        accounts: cfg.topics.accounts.clone(),
+    };
+    gen::write_to_kafka(&traffic, &producer(), &topics)
+        .await
+        .unwrap();
+
+    let summary = run_worker(&cfg).await.unwrap();
+    assert_eq!(
+        summary.metrics.requests_scored as usize,
+        traffic.requests.len()
+    );
+    assert_eq!(summary.metrics.rejected_total(), 0, "{}", summary.metrics);
+
+    let schema = avsc("RiskScore");
+    let id = schema_id("RiskScore");
+    let live = read_all(&cfg.topics.scores);
+    let scores: Vec<Score> = live.iter().map(|m| decode_score(m, &schema, id)).collect();
+    assert_eq!(scores.len() as u64, summary.metrics.scores_emitted);
+    let total_events: i64 = scores.iter().map(|s| s.event_count).sum();
+    assert_eq!(
+        total_events as usize,
+        traffic.requests.len(),
+        "every request is counted in exactly one score"
+    );
+
+    let mut flagged: BTreeSet<&str> = BTreeSet::new();
+    for s in &scores {
+        assert!((0.0..=1.0).contains(&s.score));
+        if s.level == "high" || s.level == "critical" {
+            flagged.insert(&s.account);
+            assert!(s.reasons > 0, "a flagged score explains itself");
+        }
+    }
+    let mut missed = Vec::new();
+    let mut false_positives = Vec::new();
+    for t in &traffic.truth {
+        match (&t.campaign, flagged.contains(t.account_id.as_str())) {
+            (Some(c), false) => missed.push(format!("{} ({c})", t.account_id)),
+            (None, true) => false_positives.push(format!("{} ({})", t.account_id, t.population)),
+            _ => {}
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "campaign accounts never high: {missed:?}"
+    );
+    assert!(
+        false_positives.is_empty(),
+        "benign accounts scored high: {false_positives:?}"
+    );
+    let campaigns: BTreeSet<&str> = traffic
+        .truth
+        .iter()
+        .filter_map(|t| t.campaign.as_deref())
+        .collect();
+    assert!(campaigns.len() >= 3, "{campaigns:?}");
+
+    // Replay: a second worker (another group) over the same topics writes
+    // byte-identical score values for every (account, window).
+    let mut replay = cfg.clone();
+    replay.kafka.group_id = unique_name("e2e-replay-group");
+    replay.topics.scores = unique_name("e2e-replay-scores");
+    create_topics(&client_config(), &[scores_spec(&replay)])
+        .await
+        .unwrap();
+    run_worker(&replay).await.unwrap();
+    let by_key = |msgs: &[OwnedMessage]| -> BTreeMap<(Vec<u8>, i64), Vec<u8>> {
+        msgs.iter()
+            .map(|m| {
+                let s = decode_score(m, &schema, id);
+                (
+                    (m.key().unwrap().to_vec(), s.window_start),
+                    m.payload().unwrap().to_vec(),
+                )
+            })
+            .collect()
+    };
+    let a = by_key(&live);
+    let b = by_key(&read_all(&replay.topics.scores));
+    assert_eq!(a.len(), scores.len(), "one score per account and window");
+    assert!(a == b, "replayed scores differ from live ones");
+}
+
+/// Test events encoded with apache-avro from the `.avsc` files.
+struct Events {
+    request: Schema,
+    response: Schema,
+    account: Schema,
+}
+
+const T0: i64 = 1_793_577_600_000; // 2026-11-02T00:00:00Z
+const MIN: i64 = 60_000;
+
+fn framed(id: u32, schema: &Schema, v: Value) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend(apache_avro::to_avro_datum(schema, v).unwrap());
+    out
+}
+
+fn with_defaults(schema: &Schema, given: Vec<(&str, Value)>) -> Value {
+    let Schema::Record(r) = schema else {
+        unreachable!()
+    };
+    Value::Record(
+        r.fields
+            .iter()
+            .map(|f| {
+                let v = given
+                    .iter()
+                    .find(|(n, _)| *n == f.name)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| {
+                        Value::from(f.default.clone().unwrap())
+                            .resolve(&f.schema)
+                            .unwrap()
+                    });
+                (f.name.clone(), v)
+            })
+            .collect(),
+    )
+}
+
+impl Events {
+    fn new() -> Self {
+        Events {
+            request: avsc("ApiRequest"),
+            response: avsc("ApiResponse"),
+            account: avsc("Account"),
+        }
+    }
+
+    fn request(&self, id: &str, account: &str, t: i64) -> Vec<u8> {
+        let v = with_defaults(
+            &self.request,
+            vec![
+                ("request_id", Value::String(id.into())),
+                ("account_id", Value::String(account.into())),
+                ("event_time", Value::TimestampMillis(t)),
+                ("prompt_tokens", Value::Int(50)),
+            ],
+        );
+        framed(schema_id("ApiRequest"), &self.request, v)
+    }
+
+    fn response(&self, id: &str, account: &str, t: i64) -> Vec<u8> {
+        let v = with_defaults(
+            &self.response,
+            vec![
+                ("request_id", Value::String(id.into())),
+                ("account_id", Value::String(account.into())),
+                ("event_time", Value::TimestampMillis(t)),
+                ("completion_tokens", Value::Int(120)),
+                ("latency_ms", Value::Int(900)),
+            ],
+        );
+        framed(schema_id("ApiResponse"), &self.response, v)
+    }
+
+    fn account(&self, account: &str) -> Vec<u8> {
+        let v = with_defaults(
+            &self.account,
+            vec![
+                ("account_id", Value::String(account.into())),
+                ("created_at", Value::TimestampMillis(T0 - 400 * 86_400_000)),
+                ("updated_at", Value::TimestampMillis(T0 - 400 * 86_400_000)),
+            ],
+        );
+        framed(schema_id("Account"), &self.account, v)
+    }
+}
+
+async fn send(producer: &FutureProducer, topic: &str, key: Option<&str>, value: Vec<u8>, ts: i64) {
+    let mut record = rdkafka::producer::FutureRecord::<str, [u8]>::to(topic)
+        .payload(&value)
+        .timestamp(ts);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    producer
+        .send(
+            record,
+            rdkafka::util::Timeout::After(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+}
+
+/// `n` accounts × `per` requests each over [t0, t0 + span), every request
+/// answered 2 s later, written in event-time order, except that with
+/// `straggle` requests from the last 20 s of a window are written 25 s late
+/// (inside the 30 s out-of-orderness), after events of the next window.
+async fn good_traffic(
+    cfg: &Config,
+    producer: &FutureProducer,
+    ev: &Events,
+    accounts: usize,
+    per: usize,
+    span: i64,
+    straggle: bool,
+) -> usize {
+    for a in 0..accounts {
+        let id = format!("acct-{a}");
+        send(
+            producer,
+            &cfg.topics.accounts,
+            Some(&id),
+            ev.account(&id),
+            T0,
+        )
+        .await;
+    }
+    // (write order, topic is requests, account, index, event time)
+    let mut writes = Vec::new();
+    for i in 0..per {
+        for a in 0..accounts {
+            let t = T0 + (i as i64 * span) / per as i64 + a as i64;
+            let late = straggle && (t - T0) % (10 * MIN) >= 10 * MIN - 20_000;
+            writes.push((t + if late { 25_000 } else { 0 }, true, a, i, t));
+            writes.push((t + 2_000, false, a, i, t + 2_000));
+        }
+    }
+    writes.sort();
+    for (_, is_request, a, i, t) in &writes {
+        let id = format!("acct-{a}");
+        let rid = format!("r-{a}-{i}");
+        if *is_request {
+            send(
+                producer,
+                &cfg.topics.requests,
+                Some(&id),
+                ev.request(&rid, &id, *t),
+                *t,
+            )
+            .await;
+        } else {
+            send(
+                producer,
+                &cfg.topics.responses,
+                Some(&id),
+                ev.response(&rid, &id, *t),
+                *t,
+            )
+            .await;
+        }
+    }
+    accounts * per
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_lands_in_the_dlq_with_reasons_and_good_events_are_scored() {
+    let cfg = test_config("dlq");
+    create_topics(&client_config(), &specs(&cfg, true))
+        .await
+        .unwrap();
+    let producer = producer();
+    let ev = Events::new();
+    // Bad messages first and among the good ones, on both event topics.
+    let req = &cfg.topics.requests;
+    let resp = &cfg.topics.responses;
+    let good_body = ev.request("x", "acct-0", T0);
+    let mut wrong_id = good_body.clone();
+    wrong_id[1..5].copy_from_slice(&schema_id("Account").to_be_bytes());
+    let mut unknown_id = good_body.clone();
+    unknown_id[1..5].copy_from_slice(&4_000_000u32.to_be_bytes());
+    let mut truncated = good_body.clone();
+    truncated.truncate(good_body.len() - 4);
+    let bad: Vec<(&str, Option<&str>, Vec<u8>, &str)> = vec![
+        (
+            req,
+            Some("acct-0"),
+            b"\xde\xad\xbe\xef garbage".to_vec(),
+            "bad_framing",
+        ),
+        (req, Some("acct-1"), wrong_id, "wrong_schema"),
+        (req, Some("acct-2"), unknown_id, "unknown_schema_id"),
+        (
+            req,
+            None,
+            ev.request("nokey", "acct-0", T0 + 1_000),
+            "missing_key",
+        ),
+        (req, Some("acct-0"), truncated, "malformed_avro"),
+        (resp, Some("acct-1"), vec![0, 0, 0], "bad_framing"),
+        (
+            resp,
+            Some("acct-2"),
+            ev.request("r-in-resp", "acct-2", T0),
+            "wrong_schema",
+        ),
+    ];
+    for (topic, key, value, _) in &bad[..3] {
+        send(&producer, topic, *key, value.clone(), T0).await;
+    }
+    let good = good_traffic(&cfg, &producer, &ev, 3, 40, 25 * MIN, false).await;
+    for (topic, key, value, _) in &bad[3..] {
+        send(&producer, topic, *key, value.clone(), T0 + 26 * MIN).await;
+    }
+
+    let summary = run_worker(&cfg).await.unwrap();
+    assert_eq!(
+        summary.metrics.rejected_total(),
+        bad.len() as u64,
+        "{}",
+        summary.metrics
+    );
+
+    // Every bad message is in the DLQ, byte for byte, with why and where.
+    let dlq = read_all(&cfg.topics.dlq);
+    assert_eq!(dlq.len(), bad.len());
+    let header = |m: &OwnedMessage, k: &str| -> String {
+        let h = m.headers().expect("DLQ records carry headers");
+        let found = h
+            .iter()
+            .find(|h| h.key == k)
+            .unwrap_or_else(|| panic!("header {k} missing"));
+        String::from_utf8(found.value.unwrap().to_vec()).unwrap()
+    };
+    let mut expected: Vec<(String, Vec<u8>, String)> = bad
+        .iter()
+        .map(|(t, _, v, kind)| (t.to_string(), v.clone(), kind.to_string()))
+        .collect();
+    for m in &dlq {
+        let kind = header(m, "dw.error.kind");
+        let topic = header(m, "dw.source.topic");
+        assert!(!header(m, "dw.error.message").is_empty());
+        let offset: i64 = header(m, "dw.source.offset").parse().unwrap();
+        let partition: i32 = header(m, "dw.source.partition").parse().unwrap();
+        assert!(offset >= 0 && (0..4).contains(&partition));
+        let value = m.payload().unwrap_or_default().to_vec();
+        let pos = expected
+            .iter()
+            .position(|(t, v, k)| *t == topic && *v == value && *k == kind)
+            .unwrap_or_else(|| panic!("unexpected DLQ record kind={kind} topic={topic}"));
+        expected.remove(pos);
+    }
+    assert!(expected.is_empty(), "not in the DLQ: {expected:?}");
+
+    // Every good event is scored: summed event counts equal what was sent.
+    let schema = avsc("RiskScore");
+    let scores: Vec<Score> = read_all(&cfg.topics.scores)
+        .iter()
+        .map(|m| decode_score(m, &schema, schema_id("RiskScore")))
+        .collect();
+    assert_eq!(
+        scores.iter().map(|s| s.event_count).sum::<i64>() as usize,
+        good
+    );
+    assert_eq!(
+        scores.iter().map(|s| s.response_count).sum::<i64>() as usize,
+        good
+    );
+    let windows: BTreeSet<i64> = scores.iter().map(|s| s.window_start).collect();
+    assert_eq!(
+        windows.len(),
+        3,
+        "25 minutes of traffic span three 10-minute windows"
+    );
+}
+
+fn committed(cfg: &Config) -> BTreeMap<(String, i32), Option<i64>> {
+    let mut cc = client_config();
+    cc.set("group.id", &cfg.kafka.group_id);
+    let consumer: BaseConsumer = cc.create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for t in [&cfg.topics.requests, &cfg.topics.responses] {
+        for p in 0..4 {
+            tpl.add_partition(t, p);
+        }
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    got.elements()
+        .iter()
+        .map(|e| {
+            let o = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            ((e.topic().to_string(), e.partition()), o)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_are_not_committed_ahead_of_delivered_scores() {
+    let mut cfg = test_config("commit");
+    create_topics(&client_config(), &specs(&cfg, true))
+        .await
+        .unwrap();
+    // A scores topic the broker refuses (an illegal name): every score
+    // delivery fails, as it would with a missing topic on a cluster that does
+    // not auto-create topics (the local broker auto-creates on produce).
+    let good_scores_topic = cfg.topics.scores.clone();
+    cfg.topics.scores = format!("{good_scores_topic}!illegal name");
+    let producer = producer();
+    let ev = Events::new();
+    let good = good_traffic(&cfg, &producer, &ev, 4, 30, 35 * MIN, false).await;
+
+    cfg.worker.produce_timeout = Duration::from_secs(3);
+    let err = run_worker(&cfg)
+        .await
+        .expect_err("scores cannot be delivered");
+    assert!(err.to_string().contains(&cfg.topics.scores), "{err}");
+    let after_failure = committed(&cfg);
+    assert!(
+        after_failure.values().all(|o| o.is_none()),
+        "offsets were committed although no score was delivered: {after_failure:?}"
+    );
+
+    // Once scores can be delivered, the same group resumes and loses nothing.
+    cfg.topics.scores = good_scores_topic;
+    cfg.worker.produce_timeout = Duration::from_secs(30);
+    run_worker(&cfg).await.unwrap();
+    let schema = avsc("RiskScore");
+    let scores: Vec<Score> = read_all(&cfg.topics.scores)
+        .iter()
+        .map(|m| decode_score(m, &schema, schema_id("RiskScore")))
+        .collect();
+    assert_eq!(
+        scores.iter().map(|s| s.event_count).sum::<i64>() as usize,
+        good
+    );
+    // Everything was scored, so every partition that has events is
+    // committed to its end.
+    let after_success = committed(&cfg);
+    for topic in [&cfg.topics.requests, &cfg.topics.responses] {
+        let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+        for m in read_all(topic) {
+            let e = ends.entry(m.partition()).or_default();
+            *e = (*e).max(m.offset() + 1);
+        }
+        assert!(!ends.is_empty());
+        for (p, end) in ends {
+            assert_eq!(after_success[&(topic.clone(), p)], Some(end), "{topic}/{p}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_open_windows_without_re_emitting_closed_ones() {
+    let mut cfg = test_config("resume");
+    create_topics(&client_config(), &specs(&cfg, true))
+        .await
+        .unwrap();
+    let producer = producer();
+    let ev = Events::new();
+    // 15 minutes: the first window closes (watermark 15m - 30s > 10m + 2m),
+    // the second stays open while the worker runs live.
+    let good = good_traffic(&cfg, &producer, &ev, 4, 45, 15 * MIN, true).await;
+
+    cfg.worker.exit_at_eof = false;
+    let live_cfg = cfg.clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(async move {
+        distill_watch::worker::run(&live_cfg, async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    // The first window's four scores appear while the worker runs live.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while read_all(&cfg.topics.scores).len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first window never emitted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop_tx.send(()).unwrap();
+    let live = worker.await.unwrap().unwrap();
+    assert_eq!(
+        live.metrics.scores_emitted, 4,
+        "only the first window may close: {}",
+        live.metrics
+    );
+
+    // The commit stops at the first event of the still-open window.
+    let mut first_open: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for topic in [&cfg.topics.requests, &cfg.topics.responses] {
+        for m in read_all(topic) {
+            if m.timestamp().to_millis().unwrap() >= T0 + 10 * MIN {
+                let e = first_open
+                    .entry((topic.clone(), m.partition()))
+                    .or_insert(m.offset());
+                *e = (*e).min(m.offset());
+            }
+        }
+    }
+    let committed_live = committed(&cfg);
+    for (tp, open) in &first_open {
+        let c = committed_live.get(tp).copied().flatten();
+        assert_eq!(
+            c,
+            Some(*open),
+            "{tp:?}: commit must be exactly the open window's first offset"
+        );
+    }
+
+    // A new worker finishes the range: the open window is emitted with all
+    // its events, the closed one is not emitted again.
+    cfg.worker.exit_at_eof = true;
+    let finish = run_worker(&cfg).await.unwrap();
+    assert!(
+        finish.metrics.already_handled > 0,
+        "stragglers of the emitted window, behind the commit, are recognised: {}",
+        finish.metrics
+    );
+    let schema = avsc("RiskScore");
+    let scores: Vec<Score> = read_all(&cfg.topics.scores)
+        .iter()
+        .map(|m| decode_score(m, &schema, schema_id("RiskScore")))
+        .collect();
+    let mut per_window: BTreeMap<(String, i64), usize> = BTreeMap::new();
+    for s in &scores {
+        *per_window
+            .entry((s.account.clone(), s.window_start))
+            .or_default() += 1;
+    }
+    assert_eq!(
+        per_window.len(),
+        8,
+        "4 accounts x 2 windows: {per_window:?}"
+    );
+    assert!(
+        per_window.values().all(|n| *n == 1),
+        "a window was emitted twice: {per_window:?}"
+    );
+    assert_eq!(
+        scores.iter().map(|s| s.event_count).sum::<i64>() as usize,
+        good
+    );
+}
