@@ -171,9 +171,6 @@ pub fn installed_binary() -> PathBuf {
 /// if it exists; else `cargo install` it there (using `$CARGO` if set). The
 /// install is guarded by an exclusive lock on `<cache>/nisshi.lock`, so parallel
 /// test binaries and a demo started at the same time install only once.
-// File::lock/try_lock need Rust 1.89; the workspace's rust-version (1.85)
-// predates them and should be raised (the toolchain in use is 1.95).
-#[allow(clippy::incompatible_msrv)]
 pub fn ensure_installed() -> Result<PathBuf, BrokerError> {
     if let Some(path) = std::env::var_os(NISSHI_BINARY_ENV).filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);

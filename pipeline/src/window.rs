@@ -419,13 +419,10 @@ mod tests {
     fn window_closes_only_after_both_watermarks_pass() {
         let now = Instant::now();
         let mut pw = PartitionWindows::new(0, spec(), now);
-        pw.ingest(Side::Requests, &batch(&[(1 * MIN, 0), (9 * MIN, 1)]))
+        pw.ingest(Side::Requests, &batch(&[(MIN, 0), (9 * MIN, 1)]))
             .unwrap();
-        pw.ingest(
-            Side::Responses,
-            &batch(&[(1 * MIN + 500, 0), (11 * MIN, 1)]),
-        )
-        .unwrap();
+        pw.ingest(Side::Responses, &batch(&[(MIN + 500, 0), (11 * MIN, 1)]))
+            .unwrap();
         // Requests reach 10m30s: request watermark = 10m, response side only 10.5m.
         pw.ingest(Side::Requests, &batch(&[(10 * MIN + 30_000, 2)]))
             .unwrap();
@@ -450,7 +447,7 @@ mod tests {
         let mut pw = PartitionWindows::new(0, spec(), now);
         pw.ingest(
             Side::Requests,
-            &batch(&[(1 * MIN, 5), (11 * MIN, 6), (2 * MIN, 7)]),
+            &batch(&[(MIN, 5), (11 * MIN, 6), (2 * MIN, 7)]),
         )
         .unwrap();
         pw.advance_position(Side::Requests, 8, now);
@@ -530,7 +527,7 @@ mod tests {
         let mut s = spec();
         s.idle_timeout = Duration::from_secs(5);
         let mut pw = PartitionWindows::new(0, s, now);
-        pw.ingest(Side::Requests, &batch(&[(1 * MIN, 0), (15 * MIN, 1)]))
+        pw.ingest(Side::Requests, &batch(&[(MIN, 0), (15 * MIN, 1)]))
             .unwrap();
         pw.advance_position(Side::Requests, 2, now + Duration::from_secs(10));
         assert!(pw
@@ -544,7 +541,7 @@ mod tests {
     fn flush_closes_everything() {
         let now = Instant::now();
         let mut pw = PartitionWindows::new(0, spec(), now);
-        pw.ingest(Side::Requests, &batch(&[(1 * MIN, 0), (15 * MIN, 1)]))
+        pw.ingest(Side::Requests, &batch(&[(MIN, 0), (15 * MIN, 1)]))
             .unwrap();
         assert_eq!(pw.close_ready(now, true).len(), 2);
         assert_eq!(pw.open_windows(), 0);
