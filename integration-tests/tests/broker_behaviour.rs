@@ -488,3 +488,35 @@ fn murmur2_random_co_partitions_keys_across_topics() {
         );
     }
 }
+
+/// Producing to a topic nobody created. Apache Kafka creates it when the
+/// broker's `auto.create.topics.enable` is on (its default) and fails the
+/// delivery otherwise; nisshi creates it (with its default partition count),
+/// although it is said not to auto-create. The pipeline therefore never
+/// relies on a missing output topic to fail, and its failing-delivery test
+/// uses a topic name every broker must refuse.
+#[test]
+fn producing_to_an_unknown_topic() {
+    let topic = unique_name("never-created");
+    let illegal = format!("{topic}!illegal name");
+    let deliver = |t: &str| {
+        let producer: rdkafka::producer::FutureProducer =
+            producer_config().create().expect("producer");
+        block_on(
+            producer.send(
+                rdkafka::producer::FutureRecord::<str, [u8]>::to(t)
+                    .key("k")
+                    .payload(&b"v"[..]),
+                rdkafka::util::Timeout::After(TIMEOUT),
+            ),
+        )
+        .map(|_| ())
+        .map_err(|(e, _)| e)
+    };
+    let refused = deliver(&illegal).expect_err("an illegal topic name is refused by every broker");
+    assert!(refused.to_string().contains("Invalid topic"), "{refused}");
+    if broker_is_nisshi() {
+        deliver(&topic).expect("nisshi creates the topic on produce");
+        assert!(partition_count(&topic) > 0, "the topic exists now");
+    }
+}

@@ -61,31 +61,11 @@ fn test_config(prefix: &str) -> Config {
 fn specs(cfg: &Config, with_scores: bool) -> Vec<TopicSpec> {
     let t = &cfg.topics;
     let mut v = vec![
-        TopicSpec {
-            name: t.requests.clone(),
-            partitions: 4,
-            compacted: false,
-        },
-        TopicSpec {
-            name: t.responses.clone(),
-            partitions: 4,
-            compacted: false,
-        },
-        TopicSpec {
-            name: t.accounts.clone(),
-            partitions: 2,
-            compacted: true,
-        },
-        TopicSpec {
-            name: t.dlq.clone(),
-            partitions: 1,
-            compacted: false,
-        },
-        TopicSpec {
-            name: t.checkpoints.clone(),
-            partitions: 1,
-            compacted: true,
-        },
+        TopicSpec::new(&t.requests, 4),
+        TopicSpec::new(&t.responses, 4),
+        TopicSpec::new(&t.accounts, 2).compacted(),
+        TopicSpec::new(&t.dlq, 1),
+        TopicSpec::new(&t.checkpoints, 1).compacted(),
     ];
     if with_scores {
         v.push(scores_spec(cfg));
@@ -94,11 +74,7 @@ fn specs(cfg: &Config, with_scores: bool) -> Vec<TopicSpec> {
 }
 
 fn scores_spec(cfg: &Config) -> TopicSpec {
-    TopicSpec {
-        name: cfg.topics.scores.clone(),
-        partitions: 4,
-        compacted: false,
-    }
+    TopicSpec::new(&cfg.topics.scores, 4)
 }
 
 fn producer() -> FutureProducer {

@@ -35,18 +35,13 @@ fn gen_config(t: &TrafficArgs) -> GenConfig {
 
 pub fn topic_specs(cfg: &Config, partitions: i32) -> Vec<TopicSpec> {
     let t = &cfg.topics;
-    let spec = |name: &str, partitions: i32, compacted: bool| TopicSpec {
-        name: name.to_string(),
-        partitions,
-        compacted,
-    };
     vec![
-        spec(&t.requests, partitions, false),
-        spec(&t.responses, partitions, false),
-        spec(&t.accounts, partitions, true),
-        spec(&t.scores, partitions, false),
-        spec(&t.dlq, 1, false),
-        spec(&t.checkpoints, 1, true),
+        TopicSpec::new(&t.requests, partitions),
+        TopicSpec::new(&t.responses, partitions),
+        TopicSpec::new(&t.accounts, partitions).compacted(),
+        TopicSpec::new(&t.scores, partitions),
+        TopicSpec::new(&t.dlq, 1),
+        TopicSpec::new(&t.checkpoints, 1).compacted(),
     ]
 }
 
