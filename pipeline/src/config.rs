@@ -335,9 +335,11 @@ mod tests {
         assert_eq!(c.topics.scores, "risk.scores.v1");
         assert_eq!(c.window.out_of_orderness, Duration::from_secs(30));
         assert_eq!(
-            c.librdkafka.get("fetch.wait.max.ms").map(String::as_str),
+            c.consumer.get("fetch.wait.max.ms").map(String::as_str),
             Some("10")
         );
+        assert!(c.producer_config().get("fetch.wait.max.ms").is_none());
+        assert_eq!(c.topics.checkpoints, "distill-watch.checkpoints.v1");
     }
 
     #[test]
@@ -356,6 +358,10 @@ mod tests {
                 "DISTILL_WATCH_LIBRDKAFKA_SASL_PASSWORD".to_string(),
                 "pw".to_string(),
             ),
+            (
+                "DISTILL_WATCH_CONSUMER_FETCH_WAIT_MAX_MS".to_string(),
+                "100".to_string(),
+            ),
         ];
         let c = Config::from_parts(Some(("test.toml", file)), &env).unwrap();
         assert_eq!(c.kafka.bootstrap_servers, "env:2");
@@ -365,6 +371,7 @@ mod tests {
             c.librdkafka.get("sasl.password").map(String::as_str),
             Some("pw")
         );
+        assert_eq!(c.consumer_config().get("fetch.wait.max.ms"), Some("100"));
     }
 
     #[test]

@@ -418,13 +418,16 @@ impl AccountsSource {
     ) -> Result<AccountsSource, SourceError> {
         let topic = cfg.topics.accounts.clone();
         let mut cc: ClientConfig = cfg.consumer_config();
+        // End-of-partition events mark the end of the initial read (the
+        // local broker under-reports ListOffsets high watermarks; EOF comes
+        // from fetch responses and is right on Kafka too).
         cc.set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
+            .set("enable.partition.eof", "true")
             .set(
                 "group.id",
                 format!("{}-accounts-reader", cfg.kafka.group_id),
             );
-        let consumer: StreamConsumer = cc.create()?;
+        let consumer: StreamConsumer<EofQuietContext> = cc.create_with_context(EofQuietContext)?;
         let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
         let partitions: Vec<i32> = md
             .topics()
@@ -433,13 +436,8 @@ impl AccountsSource {
             .map(|t| t.partitions().iter().map(|p| p.id()).collect())
             .filter(|p: &Vec<i32>| !p.is_empty())
             .ok_or_else(|| SourceError::MissingTopic(topic.clone()))?;
-        let mut ends = BTreeMap::new();
         let mut tpl = TopicPartitionList::new();
         for &p in &partitions {
-            let (low, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
-            if high > low {
-                ends.insert(p, high);
-            }
             tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
         }
         consumer.assign(&tpl)?;
@@ -455,28 +453,27 @@ impl AccountsSource {
             tombstones: 0,
         };
         let started = Instant::now();
-        let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
-        let caught_up = |positions: &BTreeMap<i32, i64>| {
-            ends.iter()
-                .all(|(p, end)| positions.get(p).is_some_and(|pos| pos >= end))
-        };
+        let mut not_at_end: BTreeSet<i32> = partitions.iter().copied().collect();
         let mut pending = Vec::new();
-        while !caught_up(&positions) {
+        while !not_at_end.is_empty() {
             if started.elapsed() > bootstrap_timeout {
                 return Err(SourceError::Accounts {
                     topic,
                     message: format!(
-                        "not read to its end within {bootstrap_timeout:?} (positions {positions:?}, ends {ends:?})"
+                        "not read to its end within {bootstrap_timeout:?} (partitions {not_at_end:?} still reading)"
                     ),
                 });
             }
             match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
                 Ok(Ok(m)) => {
-                    positions.insert(m.partition(), m.offset() + 1);
+                    not_at_end.insert(m.partition());
                     pending.push(owned(&m));
                     if pending.len() >= 1024 {
                         reader.apply(&mut decoder, &table, &std::mem::take(&mut pending));
                     }
+                }
+                Ok(Err(KafkaError::PartitionEOF(p))) => {
+                    not_at_end.remove(&p);
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "accounts consumer error"),
                 Err(_) => {}
@@ -491,6 +488,7 @@ impl AccountsSource {
                 let mut batch = Vec::new();
                 match consumer.recv().await {
                     Ok(m) => batch.push(owned(&m)),
+                    Err(KafkaError::PartitionEOF(_)) => continue,
                     Err(e) => {
                         tracing::warn!(error = %e, "accounts consumer error");
                         continue;
@@ -571,11 +569,4 @@ fn owned<M: Message>(m: &M) -> RawMessage {
         key: m.key().map(<[u8]>::to_vec),
         payload: m.payload().map(<[u8]>::to_vec),
     }
-}
-
-/// The set of event partitions currently owned, for end-of-input checks.
-#[derive(Debug, Default)]
-pub struct Assignment {
-    pub parts: BTreeSet<TopicPartition>,
-    pub at_end: BTreeSet<TopicPartition>,
 }
