@@ -5,6 +5,8 @@
 #   deploy/local/broker.sh start [PORT]    start it in the background (default port 19092)
 #   deploy/local/broker.sh stop [PORT]     stop it
 #   deploy/local/broker.sh status [PORT]   is it running? (exit 0 yes, 3 no)
+#   deploy/local/broker.sh up [PORT]       install if needed, start, create the topics
+#   deploy/local/broker.sh topics [PORT]   create the topics (4 partitions; accounts.v1 compacted)
 #
 # Same install location and version as pipeline/src/local_broker.rs:
 #   ${DISTILL_WATCH_CACHE:-$HOME/.cache/distill-watch}/nisshi-<version>/bin/nisshi
@@ -29,7 +31,7 @@ die() {
 }
 
 usage() {
-    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 check_port() {
@@ -158,6 +160,24 @@ cmd_status() {
     return 3
 }
 
+# Topic names, partitions and compaction come from the pipeline's
+# configuration (`distill-watch topics create`), so they are defined once.
+cmd_topics() {
+    local port="${1:-$DEFAULT_PORT}"
+    check_port "$port"
+    local root
+    root="$(cd "$(dirname "$0")/../.." && pwd)"
+    (cd "$root" && DISTILL_WATCH_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$port" \
+        "$CARGO" run --release -q -p distill-watch -- topics create --partitions 4)
+}
+
+cmd_up() {
+    local port="${1:-$DEFAULT_PORT}"
+    cmd_install
+    running_pid "$port" >/dev/null || cmd_start "$port"
+    cmd_topics "$port"
+}
+
 main() {
     local cmd="${1:-}"
     shift || true
@@ -166,6 +186,8 @@ main() {
     start) (($# <= 1)) || die "usage: $0 start [PORT]"; cmd_start "$@" ;;
     stop) (($# <= 1)) || die "usage: $0 stop [PORT]"; cmd_stop "$@" ;;
     status) (($# <= 1)) || die "usage: $0 status [PORT]"; cmd_status "$@" ;;
+    topics) (($# <= 1)) || die "usage: $0 topics [PORT]"; cmd_topics "$@" ;;
+    up) (($# <= 1)) || die "usage: $0 up [PORT]"; cmd_up "$@" ;;
     -h | --help | help) usage ;;
     *)
         usage >&2
