@@ -24,6 +24,13 @@ use crate::window::Side;
 pub enum SourceError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    #[error("cannot read metadata of topic {topic} from {bootstrap} (is the broker up? see [kafka] bootstrap_servers)")]
+    Metadata {
+        bootstrap: String,
+        topic: String,
+        #[source]
+        source: Box<KafkaError>,
+    },
     #[error("[librdkafka] {key} = {value:?} is not allowed: {why}")]
     Forbidden {
         key: String,
@@ -157,6 +164,7 @@ pub struct EventSource {
     consumer: StreamConsumer<SourceContext>,
     pub requests_topic: String,
     pub responses_topic: String,
+    bootstrap: String,
     /// A message received together with a rebalance; it belongs to the
     /// next poll.
     stash: Option<(Side, RawMessage)>,
@@ -212,6 +220,7 @@ impl EventSource {
             consumer,
             requests_topic: cfg.topics.requests.clone(),
             responses_topic: cfg.topics.responses.clone(),
+            bootstrap: cfg.kafka.bootstrap_servers.clone(),
             stash: None,
         };
         source.check_topics()?;
@@ -225,7 +234,12 @@ impl EventSource {
         let count = |topic: &str| -> Result<usize, SourceError> {
             let md = self
                 .consumer
-                .fetch_metadata(Some(topic), Duration::from_secs(10))?;
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+                .map_err(|source| SourceError::Metadata {
+                    bootstrap: self.bootstrap.clone(),
+                    topic: topic.to_string(),
+                    source: Box::new(source),
+                })?;
             let t = md
                 .topics()
                 .iter()
@@ -428,7 +442,13 @@ impl AccountsSource {
                 format!("{}-accounts-reader", cfg.kafka.group_id),
             );
         let consumer: StreamConsumer<EofQuietContext> = cc.create_with_context(EofQuietContext)?;
-        let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let md = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .map_err(|source| SourceError::Metadata {
+                bootstrap: cfg.kafka.bootstrap_servers.clone(),
+                topic: topic.clone(),
+                source: Box::new(source),
+            })?;
         let partitions: Vec<i32> = md
             .topics()
             .iter()

@@ -133,13 +133,13 @@ pub async fn run(
         };
         let now = Instant::now();
         let mut dirty = false;
-        for (i, side) in SIDES.into_iter().enumerate() {
-            let msgs: Vec<RawMessage> = polled
-                .messages
-                .iter()
-                .filter(|(s, _)| *s == side)
-                .map(|(_, m)| m.clone())
-                .collect();
+        let (requests, responses): (Vec<_>, Vec<_>) = polled
+            .messages
+            .into_iter()
+            .partition(|(s, _)| *s == Side::Requests);
+        let by_side = [requests, responses]
+            .map(|v| v.into_iter().map(|(_, m)| m).collect::<Vec<RawMessage>>());
+        for (i, (side, msgs)) in SIDES.into_iter().zip(by_side).enumerate() {
             if msgs.is_empty() {
                 continue;
             }

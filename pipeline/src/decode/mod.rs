@@ -185,11 +185,10 @@ impl RecordDecoder {
                 kind,
                 detail,
             };
-            let Some(key) = m.key.as_deref().filter(|k| !k.is_empty()) else {
+            if m.key.as_deref().is_none_or(<[u8]>::is_empty) {
                 rejects.push(reject(RejectKind::MissingKey, "record has no key".into()));
                 continue;
             };
-            let _ = key;
             let Some(payload) = m.payload.as_deref() else {
                 rejects.push(reject(
                     RejectKind::MissingValue,
