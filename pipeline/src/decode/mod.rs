@@ -403,8 +403,19 @@ impl RecordDecoder {
                     continue;
                 }
                 let m = &msgs[msg_idx.value(row) as usize];
+                let et = times.value(row);
+                if !EVENT_TIME_RANGE.contains(&et) {
+                    // Also keeps window arithmetic far from i64 overflow when
+                    // a record carries no Kafka timestamp to compare with.
+                    *k = false;
+                    rejects.push(Reject {
+                        msg_index: msg_idx.value(row) as usize,
+                        kind: RejectKind::InvalidValue,
+                        detail: format!("event_time {et} is outside 1970..2200"),
+                    });
+                    continue;
+                }
                 if let Some(ts) = m.timestamp_ms.filter(|t| *t >= 0) {
-                    let et = times.value(row);
                     if et > ts.saturating_add(self.max_future_skew_ms) {
                         *k = false;
                         rejects.push(Reject {
@@ -426,6 +437,9 @@ impl RecordDecoder {
         Ok(filter_record_batch(&batch, &BooleanArray::from(keep))?)
     }
 }
+
+/// Event times a real gateway can produce: 1970-01-01 up to 2200-01-01.
+const EVENT_TIME_RANGE: std::ops::Range<i64> = 0..7_258_118_400_000;
 
 /// Column positions the row checks look at, found by name once.
 #[derive(Debug, Clone, Default)]
@@ -544,6 +558,10 @@ mod tests {
             msg(18, "acct-1", request("r3", "acct-1", 9_000_000, 4)),
             msg(19, "acct-1", b"not avro at all".to_vec()),
             msg(20, "acct-1", request("r4", "acct-1", 999_900, 4)),
+            RawMessage {
+                timestamp_ms: None,
+                ..msg(21, "acct-1", request("r5", "acct-1", i64::MAX, 4))
+            },
         ];
         let out = d.decode(&msgs).unwrap();
         let kinds: Vec<(usize, RejectKind)> =
@@ -561,6 +579,7 @@ mod tests {
                 (7, RejectKind::InvalidValue),
                 (8, RejectKind::FutureEventTime),
                 (9, RejectKind::BadFraming),
+                (11, RejectKind::InvalidValue),
             ]
         );
         assert_eq!(out.batch.num_rows(), 2);
