@@ -300,16 +300,7 @@ impl EventSource {
                     } else {
                         Side::Responses
                     };
-                    Some((
-                        side,
-                        RawMessage {
-                            partition: m.partition(),
-                            offset: m.offset(),
-                            timestamp_ms: m.timestamp().to_millis(),
-                            key: m.key().map(<[u8]>::to_vec),
-                            payload: m.payload().map(<[u8]>::to_vec),
-                        },
-                    ))
+                    Some((side, owned(&m)))
                 }
                 Err(KafkaError::PartitionEOF(p)) => {
                     out.eofs.push(p);
