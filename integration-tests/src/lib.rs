@@ -12,7 +12,6 @@
 //! creates its own topics and groups named with [`unique_name`].
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -288,29 +287,15 @@ pub fn produce(config: &ClientConfig, records: &[Record]) -> Vec<Delivered> {
 }
 
 /// The high watermark of `topic`/`partition` as last reported in a Fetch
-/// response to `consumer` (librdkafka's `rd_kafka_get_watermark_offsets`, which
-/// rdkafka 0.39 does not wrap), or `None` if it has not fetched that partition
-/// yet. Unlike `fetch_watermarks` this sends no ListOffsets request.
+/// response to `consumer`, or `None` if it has not fetched that partition yet.
+/// Unlike `fetch_watermarks` this sends no ListOffsets request.
 pub fn cached_high_watermark<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
 ) -> Option<i64> {
-    let topic = CString::new(topic).expect("topic name without NUL");
-    let (mut low, mut high) = (-1_i64, -1_i64);
-    // SAFETY: the client pointer is valid while `consumer` lives; librdkafka
-    // only writes the two out-parameters.
-    let err = unsafe {
-        rdkafka::bindings::rd_kafka_get_watermark_offsets(
-            consumer.client().native_ptr(),
-            topic.as_ptr(),
-            partition,
-            &mut low,
-            &mut high,
-        )
-    };
-    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-        .then_some(high)
+    distill_watch::source::cached_watermarks(consumer.client(), topic, partition)
+        .map(|(_, high)| high)
 }
 
 /// Kafka's Java default partitioner for keyed records:

@@ -10,7 +10,7 @@ use apache_avro::types::Value;
 use apache_avro::Schema;
 use distill_watch::config::Config;
 use distill_watch::gen::{self, GenConfig};
-use distill_watch::source::EofQuietContext;
+use distill_watch::source::read_to_end;
 use distill_watch::topics::{create_topics, TopicSpec};
 use integration_tests::{broker, client_config, unique_name};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -85,48 +85,13 @@ fn producer() -> FutureProducer {
     cc.create().unwrap()
 }
 
-/// Every record of `topic`, read from the beginning to the end-of-partition
-/// event of each partition (not to ListOffsets, which the local broker
-/// under-reports).
+/// Every record of `topic`, read to the end of each partition.
 fn read_all(topic: &str) -> Vec<OwnedMessage> {
     let mut cc = client_config();
     cc.set("group.id", unique_name("reader"))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
         .set("fetch.wait.max.ms", "10");
-    let consumer: BaseConsumer<EofQuietContext> = cc.create_with_context(EofQuietContext).unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
-    assert!(!parts.is_empty(), "topic {topic} has no partitions");
-    let mut tpl = TopicPartitionList::new();
-    for &p in &parts {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut pending: BTreeSet<i32> = parts.into_iter().collect();
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !pending.is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out reading {topic}"
-        );
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                pending.insert(m.partition());
-                out.push(m.detach());
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                pending.remove(&p);
-            }
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-            None => {}
-        }
-    }
-    out
+    read_to_end(&cc, topic, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("reading {topic}: {e}"))
 }
 
 /// A `RiskScore` decoded with apache-avro and `schemas/RiskScore.avsc`.

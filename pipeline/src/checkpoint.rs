@@ -13,37 +13,36 @@
 //! stops the commit.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::join_all;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 
 use crate::config::Config;
-use crate::source::EofQuietContext;
+use crate::source::{read_to_end, SourceError};
 use crate::window::Resume;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("checkpoint topic {topic}: {source}")]
-    Kafka {
+    #[error("writing to checkpoint topic {topic}: {source}")]
+    Write {
         topic: String,
         #[source]
         source: KafkaError,
     },
-    #[error("checkpoint topic {0} does not exist (create it with `distill-watch topics create`)")]
-    Missing(String),
-    #[error("checkpoint topic {topic} was not read to its end within {timeout:?}")]
-    Timeout { topic: String, timeout: Duration },
+    #[error("reading checkpoints: {0}")]
+    Read(#[from] SourceError),
 }
 
 /// Writes and reads checkpoints of one consumer group.
 pub struct Checkpoints {
     producer: FutureProducer,
+    /// Consumer settings for reading the topic back.
+    reader: ClientConfig,
     topic: String,
     group: String,
     timeout: Duration,
@@ -56,18 +55,17 @@ fn key(group: &str, topic: &str, partition: i32) -> String {
 
 impl Checkpoints {
     pub fn new(cfg: &Config, producer: FutureProducer) -> Self {
+        let mut reader = cfg.consumer_config();
+        reader.set(
+            "group.id",
+            format!("{}-checkpoint-reader", cfg.kafka.group_id),
+        );
         Checkpoints {
             producer,
+            reader,
             topic: cfg.topics.checkpoints.clone(),
             group: cfg.kafka.group_id.clone(),
             timeout: cfg.worker.produce_timeout,
-        }
-    }
-
-    fn err(&self, source: KafkaError) -> CheckpointError {
-        CheckpointError::Kafka {
-            topic: self.topic.clone(),
-            source,
         }
     }
 
@@ -85,7 +83,10 @@ impl Checkpoints {
             self.producer.send(record, Timeout::After(self.timeout))
         });
         for r in join_all(sends).await {
-            r.map_err(|(e, _)| self.err(e))?;
+            r.map_err(|(source, _)| CheckpointError::Write {
+                topic: self.topic.clone(),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -94,67 +95,22 @@ impl Checkpoints {
     /// Reads the whole (compacted) topic to its end.
     pub fn read(
         &self,
-        cfg: &Config,
         topics: &[&str],
     ) -> Result<BTreeMap<(String, i32), Resume>, CheckpointError> {
-        let mut cc = cfg.consumer_config();
-        cc.set("group.id", format!("{}-checkpoint-reader", self.group))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true");
-        let consumer: BaseConsumer<EofQuietContext> = cc
-            .create_with_context(EofQuietContext)
-            .map_err(|e| self.err(e))?;
-        let md = consumer
-            .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
-            .map_err(|e| self.err(e))?;
-        let parts: Vec<i32> = md
-            .topics()
-            .iter()
-            .filter(|t| t.name() == self.topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if parts.is_empty() {
-            return Err(CheckpointError::Missing(self.topic.clone()));
-        }
-        let mut tpl = TopicPartitionList::new();
-        for &p in &parts {
-            tpl.add_partition_offset(&self.topic, p, Offset::Beginning)
-                .map_err(|e| self.err(e))?;
-        }
-        consumer.assign(&tpl).map_err(|e| self.err(e))?;
         let prefix = format!("{}\t", self.group);
         let mut out = BTreeMap::new();
-        let mut pending: std::collections::BTreeSet<i32> = parts.into_iter().collect();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        // End of input is the end-of-partition event, not ListOffsets (which
-        // the local broker under-reports).
-        while !pending.is_empty() {
-            if Instant::now() > deadline {
-                return Err(CheckpointError::Timeout {
-                    topic: self.topic.clone(),
-                    timeout: Duration::from_secs(60),
-                });
-            }
-            let m = match consumer.poll(Duration::from_millis(100)) {
-                None => continue,
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    pending.remove(&p);
-                    continue;
-                }
-                Some(Err(e)) => return Err(self.err(e)),
-                Some(Ok(m)) => m,
-            };
-            pending.insert(m.partition());
+        // Records come in log order, so later checkpoints replace earlier ones.
+        for m in read_to_end(&self.reader, &self.topic, Duration::from_secs(60))? {
             let (Some(k), Some(v)) = (m.key(), m.payload()) else {
                 continue;
             };
             let (Ok(k), Ok(v)) = (std::str::from_utf8(k), std::str::from_utf8(v)) else {
                 continue;
             };
-            let Some(rest) = k.strip_prefix(&prefix) else {
-                continue;
-            };
-            let Some((topic, partition)) = rest.rsplit_once('\t') else {
+            let Some((topic, partition)) = k
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.rsplit_once('\t'))
+            else {
                 continue;
             };
             if !topics.contains(&topic) {
@@ -164,7 +120,6 @@ impl Checkpoints {
                 tracing::warn!(key = k, value = v, "unreadable checkpoint ignored");
                 continue;
             };
-            // Later records win: the topic is read in order.
             out.insert((topic.to_string(), partition), resume);
         }
         Ok(out)

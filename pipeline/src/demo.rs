@@ -8,17 +8,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use apache_avro::types::Value;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
-use rdkafka::{Offset, TopicPartitionList};
 
 use distill_watch::cli::{DemoArgs, GenArgs, TrafficArgs};
 use distill_watch::config::Config;
 use distill_watch::gen::{self, GenConfig, Traffic};
 use distill_watch::local_broker::{ensure_installed, LocalBroker};
 use distill_watch::schemas::{unframe, SchemaSet};
-use distill_watch::source::EofQuietContext;
+use distill_watch::source::read_to_end;
 use distill_watch::topics::{create_topics as create, TopicSpec};
 
 /// Partitions of the event topics in the demo (the issue asks for >= 4).
@@ -199,48 +197,17 @@ pub struct ScoreRow {
 /// published schema, like any consumer of the topic would.
 fn read_scores(cfg: &Config) -> Result<Vec<ScoreRow>> {
     let mut cc = cfg.consumer_config();
-    cc.set("group.id", format!("{}-demo-reader", cfg.kafka.group_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true");
-    let consumer: BaseConsumer<EofQuietContext> = cc.create_with_context(EofQuietContext)?;
-    let topic = &cfg.topics.scores;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let parts: Vec<i32> = md
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut tpl = TopicPartitionList::new();
-    for &p in &parts {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
+    cc.set("group.id", format!("{}-demo-reader", cfg.kafka.group_id));
     let schema = &SchemaSet::builtin().risk_score;
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    // End of input is librdkafka's end-of-partition event (one topic, so the
-    // partition number is unambiguous), not ListOffsets: the local broker
-    // under-reports high watermarks there, and this is right on Kafka too.
-    let mut pending: std::collections::BTreeSet<i32> = parts.iter().copied().collect();
-    while !pending.is_empty() {
-        anyhow::ensure!(Instant::now() < deadline, "timed out reading {topic}");
-        let msg = match consumer.poll(Duration::from_millis(200)) {
-            None => continue,
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                pending.remove(&p);
-                continue;
-            }
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok(m)) => m,
-        };
-        pending.insert(msg.partition());
-        let payload = msg.payload().unwrap_or_default();
-        let (id, mut body) = unframe(payload).context("score without Confluent header")?;
-        anyhow::ensure!(id == schema.id, "score with schema id {id}");
-        let v = apache_avro::from_avro_datum(&schema.avro, &mut body, None)?;
-        out.push(score_row(v)?);
-    }
-    Ok(out)
+    read_to_end(&cc, &cfg.topics.scores, Duration::from_secs(120))?
+        .iter()
+        .map(|msg| {
+            let payload = msg.payload().unwrap_or_default();
+            let (id, mut body) = unframe(payload).context("score without Confluent header")?;
+            anyhow::ensure!(id == schema.id, "score with schema id {id}");
+            score_row(apache_avro::from_avro_datum(&schema.avro, &mut body, None)?)
+        })
+        .collect()
 }
 
 fn score_row(v: Value) -> Result<ScoreRow> {

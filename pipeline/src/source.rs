@@ -9,9 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use rdkafka::client::Client;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use crate::config::Config;
@@ -48,6 +49,12 @@ pub enum SourceError {
     MissingTopic(String),
     #[error("reading {topic}: {message}")]
     Accounts { topic: String, message: String },
+    #[error("topic {topic} was not read to its end within {timeout:?} (partitions {partitions:?} still reading)")]
+    NotReadToEnd {
+        topic: String,
+        timeout: Duration,
+        partitions: Vec<i32>,
+    },
 }
 
 /// A partition of one of the two event topics.
@@ -59,30 +66,44 @@ pub enum Change {
     Revoked(Vec<TopicPartition>),
 }
 
-/// Rebalance callbacks run inside `recv()`, on the polling task; they only
-/// record what happened, and the worker acts on it between batches.
-struct SourceContext {
+/// The two event topics, and which side of a partition pair each is.
+#[derive(Debug, Clone)]
+struct EventTopics {
     requests: String,
     responses: String,
-    changes: Mutex<Vec<Change>>,
 }
 
-impl SourceContext {
+impl EventTopics {
+    fn name(&self, side: Side) -> &str {
+        match side {
+            Side::Requests => &self.requests,
+            Side::Responses => &self.responses,
+        }
+    }
+
+    fn side(&self, topic: &str) -> Option<Side> {
+        if topic == self.requests {
+            Some(Side::Requests)
+        } else if topic == self.responses {
+            Some(Side::Responses)
+        } else {
+            None
+        }
+    }
+
     fn parts(&self, tpl: &TopicPartitionList) -> Vec<TopicPartition> {
         tpl.elements()
             .iter()
-            .filter_map(|e| {
-                let side = if e.topic() == self.requests {
-                    Side::Requests
-                } else if e.topic() == self.responses {
-                    Side::Responses
-                } else {
-                    return None;
-                };
-                Some((side, e.partition()))
-            })
+            .filter_map(|e| Some((self.side(e.topic())?, e.partition())))
             .collect()
     }
+}
+
+/// Rebalance callbacks run inside `recv()`, on the polling task; they only
+/// record what happened, and the worker acts on it between batches.
+struct SourceContext {
+    topics: EventTopics,
+    changes: Mutex<Vec<Change>>,
 }
 
 impl ClientContext for SourceContext {
@@ -123,7 +144,7 @@ impl ConsumerContext for EofQuietContext {}
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let parts = self.parts(tpl);
+            let parts = self.topics.parts(tpl);
             tracing::info!(partitions = ?parts, "partitions revoked");
             self.changes
                 .lock()
@@ -135,7 +156,7 @@ impl ConsumerContext for SourceContext {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                let parts = self.parts(tpl);
+                let parts = self.topics.parts(tpl);
                 tracing::info!(partitions = ?parts, "partitions assigned");
                 self.changes
                     .lock()
@@ -162,8 +183,7 @@ pub struct Polled {
 /// The event topics, consumed by the worker's consumer group.
 pub struct EventSource {
     consumer: StreamConsumer<SourceContext>,
-    pub requests_topic: String,
-    pub responses_topic: String,
+    topics: EventTopics,
     bootstrap: String,
     /// A message received together with a rebalance; it belongs to the
     /// next poll.
@@ -210,23 +230,25 @@ impl EventSource {
         if !cfg.librdkafka.contains_key("auto.offset.reset") {
             cc.set("auto.offset.reset", "earliest");
         }
-        let context = SourceContext {
+        let topics = EventTopics {
             requests: cfg.topics.requests.clone(),
             responses: cfg.topics.responses.clone(),
+        };
+        let context = SourceContext {
+            topics: topics.clone(),
             changes: Mutex::new(Vec::new()),
         };
         let consumer: StreamConsumer<SourceContext> = cc.create_with_context(context)?;
         let source = EventSource {
             consumer,
-            requests_topic: cfg.topics.requests.clone(),
-            responses_topic: cfg.topics.responses.clone(),
+            topics,
             bootstrap: cfg.kafka.bootstrap_servers.clone(),
             stash: None,
         };
         source.check_topics()?;
         source
             .consumer
-            .subscribe(&[&source.requests_topic, &source.responses_topic])?;
+            .subscribe(&[&source.topics.requests, &source.topics.responses])?;
         Ok(source)
     }
 
@@ -248,12 +270,12 @@ impl EventSource {
                 .ok_or_else(|| SourceError::MissingTopic(topic.to_string()))?;
             Ok(t.partitions().len())
         };
-        let req = count(&self.requests_topic)?;
-        let resp = count(&self.responses_topic)?;
+        let req = count(&self.topics.requests)?;
+        let resp = count(&self.topics.responses)?;
         if req != resp {
             return Err(SourceError::NotCoPartitioned {
-                requests: self.requests_topic.clone(),
-                responses: self.responses_topic.clone(),
+                requests: self.topics.requests.clone(),
+                responses: self.topics.responses.clone(),
                 req,
                 resp,
             });
@@ -262,10 +284,7 @@ impl EventSource {
     }
 
     pub fn topic(&self, side: Side) -> &str {
-        match side {
-            Side::Requests => &self.requests_topic,
-            Side::Responses => &self.responses_topic,
-        }
+        self.topics.name(side)
     }
 
     fn take_changes(&self) -> Vec<Change> {
@@ -294,14 +313,7 @@ impl EventSource {
             };
             let changes = self.take_changes();
             let item = match received {
-                Ok(m) => {
-                    let side = if m.topic() == self.requests_topic {
-                        Side::Requests
-                    } else {
-                        Side::Responses
-                    };
-                    Some((side, owned(&m)))
-                }
+                Ok(m) => self.topics.side(m.topic()).map(|side| (side, owned(&m))),
                 Err(KafkaError::PartitionEOF(p)) => {
                     out.eofs.push(p);
                     None
@@ -341,10 +353,8 @@ impl EventSource {
         })?;
         let mut out = BTreeMap::new();
         for e in got.elements() {
-            let side = if e.topic() == self.requests_topic {
-                Side::Requests
-            } else {
-                Side::Responses
+            let Some(side) = self.topics.side(e.topic()) else {
+                continue;
             };
             let offset = match e.offset() {
                 Offset::Offset(o) => Some(o),
@@ -371,37 +381,118 @@ impl EventSource {
         Ok(())
     }
 
-    /// (low, high) watermarks librdkafka cached from its last fetch
-    /// response for the partition: no round trip, and the same numbers its
-    /// end-of-partition events come from. (ListOffsets, behind
-    /// `fetch_watermarks`, under-reports the high watermark on the local
-    /// test broker; fetch responses are right there and on Kafka.)
+    /// See [`cached_watermarks`].
     pub fn cached_watermarks(&self, side: Side, partition: i32) -> Option<(i64, i64)> {
-        let topic = std::ffi::CString::new(self.topic(side)).ok()?;
-        let (mut low, mut high) = (-1i64, -1i64);
-        // SAFETY: the client handle lives as long as `self.consumer`; `topic`
-        // is NUL-terminated and outlives the call; `low`/`high` are valid
-        // out-pointers. rd_kafka_get_watermark_offsets only reads cached state.
-        let err = unsafe {
-            rdkafka::bindings::rd_kafka_get_watermark_offsets(
-                self.consumer.client().native_ptr(),
-                topic.as_ptr(),
-                partition,
-                &mut low,
-                &mut high,
-            )
-        };
-        (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-            .then_some((low, high))
+        cached_watermarks(self.consumer.client(), self.topic(side), partition)
     }
+}
+
+/// (low, high) watermarks librdkafka cached from its last fetch response for
+/// the partition (`rd_kafka_get_watermark_offsets`, which rdkafka 0.39 does
+/// not wrap): no round trip, and the same numbers its end-of-partition events
+/// come from. `None` before the first fetch of the partition. (ListOffsets,
+/// behind `fetch_watermarks`, under-reports the high watermark on the local
+/// test broker; fetch responses are right there and on Kafka.)
+pub fn cached_watermarks<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, i64)> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client handle lives as long as `client`; `topic` is
+    // NUL-terminated and outlives the call; `low`/`high` are valid
+    // out-pointers. rd_kafka_get_watermark_offsets only reads cached state.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            client.native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some((low, high))
+}
+
+/// Assign every partition of `topic` to `consumer`, from the beginning.
+/// Returns the partitions.
+fn assign_from_beginning<X: ConsumerContext, C: Consumer<X>>(
+    consumer: &C,
+    topic: &str,
+    bootstrap: &str,
+) -> Result<Vec<i32>, SourceError> {
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|source| SourceError::Metadata {
+            bootstrap: bootstrap.to_string(),
+            topic: topic.to_string(),
+            source: Box::new(source),
+        })?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .filter(|p: &Vec<i32>| !p.is_empty())
+        .ok_or_else(|| SourceError::MissingTopic(topic.to_string()))?;
+    let mut tpl = TopicPartitionList::new();
+    for &p in &partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    Ok(partitions)
+}
+
+/// Every record of `topic`, from the beginning to the end-of-partition event
+/// of each partition (one topic, so EOF's partition number is unambiguous;
+/// not to ListOffsets, which the local broker under-reports). `cc` needs
+/// `bootstrap.servers` and `group.id`; end-of-partition reporting is turned
+/// on here.
+pub fn read_to_end(
+    cc: &ClientConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<OwnedMessage>, SourceError> {
+    let mut cc = cc.clone();
+    cc.set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true");
+    let consumer: BaseConsumer<EofQuietContext> = cc.create_with_context(EofQuietContext)?;
+    let bootstrap = cc.get("bootstrap.servers").unwrap_or_default().to_string();
+    let mut pending: BTreeSet<i32> = assign_from_beginning(&consumer, topic, &bootstrap)?
+        .into_iter()
+        .collect();
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while !pending.is_empty() {
+        if Instant::now() > deadline {
+            return Err(SourceError::NotReadToEnd {
+                topic: topic.to_string(),
+                timeout,
+                partitions: pending.into_iter().collect(),
+            });
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => {
+                pending.insert(m.partition());
+                out.push(m.detach());
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                pending.remove(&p);
+            }
+            Some(Err(e)) => return Err(e.into()),
+        }
+    }
+    Ok(out)
 }
 
 /// Reads the accounts topic whole, then keeps following it.
 pub struct AccountsSource {
     /// The current table; readers clone the inner `Arc` (a snapshot) and the
     /// follower copies on write, so a window never sees a half-applied batch.
-    pub table: Arc<RwLock<Arc<AccountTable>>>,
-    topic: String,
+    table: Arc<RwLock<Arc<AccountTable>>>,
     follower: tokio::task::JoinHandle<()>,
 }
 
@@ -433,25 +524,7 @@ impl AccountsSource {
                 format!("{}-accounts-reader", cfg.kafka.group_id),
             );
         let consumer: StreamConsumer<EofQuietContext> = cc.create_with_context(EofQuietContext)?;
-        let md = consumer
-            .fetch_metadata(Some(&topic), Duration::from_secs(10))
-            .map_err(|source| SourceError::Metadata {
-                bootstrap: cfg.kafka.bootstrap_servers.clone(),
-                topic: topic.clone(),
-                source: Box::new(source),
-            })?;
-        let partitions: Vec<i32> = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none())
-            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-            .filter(|p: &Vec<i32>| !p.is_empty())
-            .ok_or_else(|| SourceError::MissingTopic(topic.clone()))?;
-        let mut tpl = TopicPartitionList::new();
-        for &p in &partitions {
-            tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
-        }
-        consumer.assign(&tpl)?;
+        let partitions = assign_from_beginning(&consumer, &topic, &cfg.kafka.bootstrap_servers)?;
         let table = Arc::new(RwLock::new(Arc::new(AccountTable::default())));
         let mut decoder = RecordDecoder::new(&SchemaSet::builtin().account, 1024, i64::MAX / 4)
             .map_err(|e| SourceError::Accounts {
@@ -463,16 +536,16 @@ impl AccountsSource {
             skipped: 0,
             tombstones: 0,
         };
+
         let started = Instant::now();
         let mut not_at_end: BTreeSet<i32> = partitions.iter().copied().collect();
         let mut pending = Vec::new();
         while !not_at_end.is_empty() {
             if started.elapsed() > bootstrap_timeout {
-                return Err(SourceError::Accounts {
+                return Err(SourceError::NotReadToEnd {
                     topic,
-                    message: format!(
-                        "not read to its end within {bootstrap_timeout:?} (partitions {not_at_end:?} still reading)"
-                    ),
+                    timeout: bootstrap_timeout,
+                    partitions: not_at_end.into_iter().collect(),
                 });
             }
             match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
@@ -480,7 +553,7 @@ impl AccountsSource {
                     not_at_end.insert(m.partition());
                     pending.push(owned(&m));
                     if pending.len() >= 1024 {
-                        reader.apply(&mut decoder, &table, &std::mem::take(&mut pending));
+                        reader.apply(&mut decoder, &table, std::mem::take(&mut pending));
                     }
                 }
                 Ok(Err(KafkaError::PartitionEOF(p))) => {
@@ -490,7 +563,7 @@ impl AccountsSource {
                 Err(_) => {}
             }
         }
-        reader.apply(&mut decoder, &table, &pending);
+        reader.apply(&mut decoder, &table, pending);
         let n = table.read().unwrap_or_else(|e| e.into_inner()).len();
         tracing::info!(accounts = n, topic = %topic, "account table loaded");
         let follow_table = table.clone();
@@ -511,23 +584,15 @@ impl AccountsSource {
                         _ => break,
                     }
                 }
-                reader.apply(&mut decoder, &follow_table, &batch);
+                reader.apply(&mut decoder, &follow_table, batch);
             }
         });
-        Ok(AccountsSource {
-            table,
-            topic: cfg.topics.accounts.clone(),
-            follower,
-        })
+        Ok(AccountsSource { table, follower })
     }
 
     /// The table as it is now; cheap, and unaffected by later updates.
     pub fn snapshot(&self) -> Arc<AccountTable> {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn topic(&self) -> &str {
-        &self.topic
     }
 }
 
@@ -542,24 +607,24 @@ impl AccountReader {
         &mut self,
         decoder: &mut RecordDecoder,
         table: &RwLock<Arc<AccountTable>>,
-        msgs: &[RawMessage],
+        mut msgs: Vec<RawMessage>,
     ) {
+        // A tombstone deletes the key in compaction; the history of the
+        // account is still what past windows were enriched with, so keep it.
+        let before = msgs.len();
+        msgs.retain(|m| m.payload.is_some());
+        if msgs.len() < before {
+            self.tombstones += (before - msgs.len()) as u64;
+            tracing::debug!(topic = %self.topic, tombstones_total = self.tombstones, "account tombstones ignored");
+        }
         if msgs.is_empty() {
             return;
         }
-        // A tombstone deletes the key in compaction; the history of the
-        // account is still what past windows were enriched with, so keep it.
-        let values: Vec<RawMessage> = msgs
-            .iter()
-            .filter(|m| m.payload.is_some())
-            .cloned()
-            .collect();
-        self.tombstones += (msgs.len() - values.len()) as u64;
-        match decoder.decode(&values) {
+        match decoder.decode(&msgs) {
             Ok(d) => {
                 for r in &d.rejects {
                     self.skipped += 1;
-                    let m = &values[r.msg_index];
+                    let m = &msgs[r.msg_index];
                     tracing::warn!(topic = %self.topic, partition = m.partition, offset = m.offset, kind = r.kind.as_str(), detail = %r.detail, skipped_total = self.skipped, "account record skipped");
                 }
                 let mut guard = table.write().unwrap_or_else(|e| e.into_inner());

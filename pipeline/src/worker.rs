@@ -172,7 +172,7 @@ pub async fn run(
             }
         }
         for change in polled.changes {
-            state.apply_change(change, &source, &checkpoints, cfg, now)?;
+            state.apply_change(change, &source, &checkpoints, now)?;
         }
         let flush = exit_at_eof
             && !state.assignment.is_empty()
@@ -295,7 +295,6 @@ impl State {
         change: Change,
         source: &EventSource,
         checkpoints: &Checkpoints,
-        cfg: &Config,
         now: Instant,
     ) -> Result<(), WorkerError> {
         match change {
@@ -319,7 +318,7 @@ impl State {
             Change::Assigned(parts) => {
                 let committed = source.committed(&parts)?;
                 let topics = [source.topic(Side::Requests), source.topic(Side::Responses)];
-                let resumes = tokio::task::block_in_place(|| checkpoints.read(cfg, &topics))?;
+                let resumes = tokio::task::block_in_place(|| checkpoints.read(&topics))?;
                 for tp in parts {
                     self.assignment.insert(tp);
                     let task = self
