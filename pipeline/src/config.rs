@@ -130,14 +130,7 @@ impl Config {
         user: Option<(&str, &str)>,
         env: &[(String, String)],
     ) -> Result<Self, ConfigError> {
-        let mut merged = parse_table("built-in defaults", DEFAULTS_TOML)?;
-        if let Some((origin, text)) = user {
-            let overlay = parse_table(origin, text)?;
-            merge(&mut merged, overlay);
-        }
-        for (var, value) in env {
-            apply_env(&mut merged, var, value)?;
-        }
+        let merged = merged_table(user, env)?;
         let config: Config =
             toml::Value::Table(merged)
                 .try_into()
@@ -211,16 +204,25 @@ impl Config {
         user: Option<(&str, &str)>,
         env: &[(String, String)],
     ) -> Result<String, ConfigError> {
-        let mut merged = parse_table("built-in defaults", DEFAULTS_TOML)?;
-        if let Some((origin, text)) = user {
-            merge(&mut merged, parse_table(origin, text)?);
-        }
-        for (var, value) in env {
-            apply_env(&mut merged, var, value)?;
-        }
+        let merged = merged_table(user, env)?;
         toml::to_string(&toml::Value::Table(merged))
             .map_err(|e| ConfigError::Invalid(e.to_string()))
     }
+}
+
+/// Defaults, overlaid with the user file, overlaid with the environment.
+fn merged_table(
+    user: Option<(&str, &str)>,
+    env: &[(String, String)],
+) -> Result<toml::Table, ConfigError> {
+    let mut merged = parse_table("built-in defaults", DEFAULTS_TOML)?;
+    if let Some((origin, text)) = user {
+        merge(&mut merged, parse_table(origin, text)?);
+    }
+    for (var, value) in env {
+        apply_env(&mut merged, var, value)?;
+    }
+    Ok(merged)
 }
 
 fn parse_table(origin: &str, text: &str) -> Result<toml::Table, ConfigError> {

@@ -35,7 +35,7 @@ use datafusion::datasource::MemTable;
 
 use crate::config::Config;
 use crate::enrich::AccountTable;
-use crate::jobs::{run_job, Job, EVENTS_TABLE};
+use crate::jobs::{files_with_extension, run_job, Job, EVENTS_TABLE};
 use crate::process::{Detector, ProcessError};
 
 const TOLERANCE: f64 = 1e-6;
@@ -423,13 +423,12 @@ pub async fn run_dir(
         .0
         .schema();
     let dir = jobs_dir.join("tests");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+    let paths: Vec<PathBuf> = files_with_extension(&dir, "test")
         .map_err(|source| GoldenError::Read {
             path: dir.clone(),
             source,
         })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "test"))
+        .into_iter()
         .filter(|p| {
             filter.is_none_or(|f| {
                 p.file_name()
@@ -437,7 +436,6 @@ pub async fn run_dir(
             })
         })
         .collect();
-    paths.sort();
     let mut report = GoldenReport::default();
     for path in paths {
         let text = std::fs::read_to_string(&path).map_err(|source| GoldenError::Read {

@@ -186,6 +186,16 @@ impl Job {
     }
 }
 
+/// Files of `dir` ending in `.ext`, sorted by name.
+pub fn files_with_extension(dir: &Path, ext: &str) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
 /// All jobs of a directory, in file-name order.
 #[derive(Debug, Clone)]
 pub struct JobSet {
@@ -196,16 +206,10 @@ pub struct JobSet {
 
 impl JobSet {
     pub fn load(dir: &Path) -> Result<JobSet, JobError> {
-        let read_err = |source| JobError::Read {
+        let paths = files_with_extension(dir, "sql").map_err(|source| JobError::Read {
             path: dir.to_path_buf(),
             source,
-        };
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(read_err)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "sql"))
-            .collect();
-        paths.sort();
+        })?;
         let mut jobs = Vec::new();
         for path in paths {
             let text = std::fs::read_to_string(&path).map_err(|source| JobError::Read {

@@ -165,10 +165,11 @@ impl Detector {
             .column_by_name("has_response")
             .expect("join adds has_response")
             .as_boolean();
-        let mut counts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        // Keyed by slices of the batch: no allocation per event.
+        let mut counts: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
         let mut without_response = 0;
         for i in 0..events.num_rows() {
-            let e = counts.entry(ids.value(i).to_string()).or_default();
+            let e = counts.entry(ids.value(i)).or_default();
             e.0 += 1;
             if has_response.value(i) && !has_response.is_null(i) {
                 e.1 += 1;
@@ -176,12 +177,15 @@ impl Detector {
                 without_response += 1;
             }
         }
-        let accounts_in_window: Vec<String> = counts.keys().cloned().collect();
+        let accounts_in_window: Vec<String> = counts.keys().map(|a| a.to_string()).collect();
         let ctx = window_context();
         let rows = events.num_rows() as u64;
         ctx.register_table(
             EVENTS_TABLE,
-            Arc::new(MemTable::try_new(events.schema(), vec![vec![events]])?),
+            Arc::new(MemTable::try_new(
+                events.schema(),
+                vec![vec![events.clone()]],
+            )?),
         )?;
         let features = run_all(&ctx, &self.jobs, &accounts_in_window).await?;
         let scores = self

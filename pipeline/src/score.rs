@@ -201,7 +201,7 @@ impl ScoringModel {
     pub fn score(
         &self,
         features: &RecordBatch,
-        counts: &BTreeMap<String, (i64, i64)>,
+        counts: &BTreeMap<&str, (i64, i64)>,
         window_start: i64,
         window_end: i64,
         model_version: &str,
@@ -262,7 +262,8 @@ impl ScoringModel {
                     .then_with(|| a.feature.cmp(&b.feature))
             });
             reasons.truncate(self.top_reasons);
-            let (event_count, response_count) = counts.get(&account).copied().unwrap_or((0, 0));
+            let (event_count, response_count) =
+                counts.get(account.as_str()).copied().unwrap_or((0, 0));
             out.push(RiskScore {
                 features: (0..columns.len())
                     .map(|c| (columns[c].0.clone(), value(c)))
@@ -335,7 +336,7 @@ high = 0.5
     #[test]
     fn additive_score_with_capped_sum_and_top_reasons() {
         let m = ScoringModel::parse(Path::new("s.toml"), MODEL).unwrap();
-        let counts = BTreeMap::from([("a".to_string(), (10, 9))]);
+        let counts = BTreeMap::from([("a", (10, 9))]);
         let s = m.score(&features(), &counts, 0, 600_000, "v");
         assert_eq!(s.len(), 2);
         // cot 0.5 (capped ramp) + cv 0.3*0.5 + dup 0.4*0.5 = 0.85

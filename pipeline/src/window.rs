@@ -54,7 +54,7 @@ impl WindowSpec {
 }
 
 /// What the previous owner of a partition had done when it last committed,
-/// read back from the commit metadata.
+/// read back from its checkpoint (see `checkpoint`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resume {
     /// Every window ending at or before this was emitted.
@@ -66,7 +66,7 @@ pub struct Resume {
 impl Resume {
     const PREFIX: &'static str = "dw1;";
 
-    /// Commit metadata string; parsed back by [`Resume::parse`].
+    /// Checkpoint value; parsed back by [`Resume::parse`].
     pub fn encode(&self) -> String {
         format!(
             "{}emitted_until={};read_to={}",
@@ -342,8 +342,8 @@ impl PartitionWindows {
         held.or(self.clocks[side.idx()].position)
     }
 
-    /// Commit metadata for `side`, read back by [`Resume::parse`].
-    pub fn commit_metadata(&self, side: Side) -> Option<Resume> {
+    /// Checkpoint to write with the commit of `side`.
+    pub fn checkpoint(&self, side: Side) -> Option<Resume> {
         let read_to = self.clocks[side.idx()].position?;
         Some(Resume {
             emitted_until: self.emitted_until,
@@ -464,7 +464,7 @@ mod tests {
         );
         // Offsets 5..8 were all in closed windows; 8 is in the open 20m window.
         assert_eq!(pw.commit_offset(Side::Requests), Some(8));
-        let meta = pw.commit_metadata(Side::Requests).unwrap();
+        let meta = pw.checkpoint(Side::Requests).unwrap();
         assert_eq!(Resume::parse(&meta.encode()), Some(meta));
         assert_eq!(
             meta,

@@ -3,9 +3,9 @@
 //!
 //! Offsets are committed only after every score and DLQ record that depends
 //! on the messages before them was acknowledged, and never past a message an
-//! open window still holds. The commit metadata records how far windows were
-//! emitted, so whoever reads the partition next skips what was already
-//! handled instead of emitting a partial window again.
+//! open window still holds. A checkpoint written before each commit records
+//! how far windows were emitted, so whoever reads the partition next skips
+//! what was already handled instead of emitting a partial window again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -394,7 +394,7 @@ impl State {
                     continue;
                 }
                 if let (Some(offset), Some(resume)) =
-                    (task.commit_offset(side), task.commit_metadata(side))
+                    (task.commit_offset(side), task.checkpoint(side))
                 {
                     offsets.push((tp, offset));
                     entries.push((source.topic(side), task.partition, resume));
