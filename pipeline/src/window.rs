@@ -342,9 +342,15 @@ impl PartitionWindows {
         held.or(self.clocks[side.idx()].position)
     }
 
-    /// Checkpoint to write with the commit of `side`.
+    /// Checkpoint to write with the commit of `side`. `read_to` never moves
+    /// back behind what a previous owner had read: a commit made while
+    /// re-reading its offsets (say, after a DLQ record) must not forget that
+    /// the rest up to its `read_to` was handled too.
     pub fn checkpoint(&self, side: Side) -> Option<Resume> {
-        let read_to = self.clocks[side.idx()].position?;
+        let clock = &self.clocks[side.idx()];
+        let read_to = clock
+            .position?
+            .max(clock.resumed_read_to.unwrap_or(i64::MIN));
         Some(Resume {
             emitted_until: self.emitted_until,
             read_to,
@@ -519,6 +525,31 @@ mod tests {
         assert_eq!(placed.already_handled, 1);
         assert_eq!(placed.accepted, 1);
         assert_eq!(placed.late, vec![100]);
+    }
+
+    #[test]
+    fn checkpoint_while_re_reading_keeps_the_previous_read_to() {
+        let now = Instant::now();
+        let mut pw = PartitionWindows::new(0, spec(), now);
+        pw.resume(
+            Side::Requests,
+            Resume {
+                emitted_until: 10 * MIN,
+                read_to: 100,
+            },
+        );
+        pw.ingest(Side::Requests, &batch(&[(9 * MIN, 90), (11 * MIN, 91)]))
+            .unwrap();
+        pw.advance_position(Side::Requests, 92, now);
+        assert_eq!(
+            pw.checkpoint(Side::Requests),
+            Some(Resume {
+                emitted_until: 10 * MIN,
+                read_to: 100
+            })
+        );
+        pw.advance_position(Side::Requests, 120, now);
+        assert_eq!(pw.checkpoint(Side::Requests).unwrap().read_to, 120);
     }
 
     #[test]
