@@ -34,7 +34,6 @@ use arrow::datatypes::{DataType, Float64Type, SchemaRef};
 use datafusion::datasource::MemTable;
 
 use crate::config::Config;
-use crate::enrich::AccountTable;
 use crate::jobs::{files_with_extension, run_job, Job, EVENTS_TABLE};
 use crate::process::{Detector, ProcessError};
 
@@ -411,17 +410,7 @@ pub async fn run_dir(
 ) -> Result<GoldenReport, GoldenError> {
     let delay = cfg.window.max_response_delay.as_millis() as i64;
     let detector = Detector::load(jobs_dir, &cfg.jobs.scoring, delay).await?;
-    let schema = detector
-        .events(
-            Vec::new(),
-            Vec::new(),
-            &AccountTable::default(),
-            0,
-            detector.jobs.window_ms,
-        )
-        .await?
-        .0
-        .schema();
+    let schema = detector.events_schema.clone();
     let dir = jobs_dir.join("tests");
     let paths: Vec<PathBuf> = files_with_extension(&dir, "test")
         .map_err(|source| GoldenError::Read {

@@ -71,14 +71,13 @@ async fn jobs(cfg: &Config, action: &JobsAction) -> Result<()> {
             let delay = cfg.window.max_response_delay.as_millis() as i64;
             let d = distill_watch::process::Detector::load(&cfg.jobs.dir, &cfg.jobs.scoring, delay)
                 .await?;
-            let features = d.feature_names().await?;
             for j in &d.jobs.jobs {
                 println!("ok  {:<12} {:<28} {}", j.name, j.family, j.path.display());
             }
             println!(
                 "{} jobs, {} features, window {} ms; scoring model {} uses {} of them",
                 d.jobs.jobs.len(),
-                features.len(),
+                d.features.len(),
                 d.jobs.window_ms,
                 d.model_version,
                 d.model.rules.len()

@@ -58,6 +58,10 @@ pub struct Detector {
     pub request_schema: SchemaRef,
     pub response_schema: SchemaRef,
     pub max_response_delay_ms: i64,
+    /// Schema of the `events` table the jobs read.
+    pub events_schema: SchemaRef,
+    /// Every feature the jobs produce, in output order.
+    pub features: Vec<String>,
 }
 
 impl Detector {
@@ -69,16 +73,18 @@ impl Detector {
         let jobs = JobSet::load(jobs_dir)?;
         let model = ScoringModel::load(model_path)?;
         let set = SchemaSet::builtin();
-        let d = Detector {
+        let mut d = Detector {
             model_version: format!("{}+jobs.{:08x}", model.model_version, jobs.digest() as u32),
             jobs,
             model,
             request_schema: RecordDecoder::new(&set.request, 1, 0)?.output_schema(),
             response_schema: RecordDecoder::new(&set.response, 1, 0)?.output_schema(),
             max_response_delay_ms,
+            events_schema: Arc::new(arrow::datatypes::Schema::empty()),
+            features: Vec::new(),
         };
-        let features = d.feature_names().await?;
-        let missing = d.model.missing_features(&features);
+        (d.events_schema, d.features) = d.dry_run().await?;
+        let missing = d.model.missing_features(&d.features);
         if !missing.is_empty() {
             return Err(ProcessError::MissingFeatures {
                 model: model_path.display().to_string(),
@@ -89,8 +95,8 @@ impl Detector {
     }
 
     /// Plan and run every job over an empty window: proves the SQL is valid
-    /// against the real `events` schema and lists the features.
-    pub async fn feature_names(&self) -> Result<Vec<String>, ProcessError> {
+    /// against the real `events` schema; returns that schema and the features.
+    async fn dry_run(&self) -> Result<(SchemaRef, Vec<String>), ProcessError> {
         let events = self
             .events(
                 Vec::new(),
@@ -101,19 +107,21 @@ impl Detector {
             )
             .await?
             .0;
+        let schema = events.schema();
         let ctx = window_context();
         ctx.register_table(
             EVENTS_TABLE,
-            Arc::new(MemTable::try_new(events.schema(), vec![vec![events]])?),
+            Arc::new(MemTable::try_new(schema.clone(), vec![vec![events]])?),
         )?;
         let out = run_all(&ctx, &self.jobs, &[]).await?;
-        Ok(out
+        let features = out
             .schema()
             .fields()
             .iter()
             .skip(1)
             .map(|f| f.name().clone())
-            .collect())
+            .collect();
+        Ok((schema, features))
     }
 
     /// The `events` table of a window: joined, deduplicated, enriched.
