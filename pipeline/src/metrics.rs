@@ -16,7 +16,7 @@ pub struct Metrics {
     pub already_handled: u64,
     pub windows_closed: u64,
     pub scores_emitted: u64,
-    pub scores_by_level: BTreeMap<String, u64>,
+    pub scores_by_level: BTreeMap<&'static str, u64>,
     pub requests_scored: u64,
     pub requests_without_response: u64,
     pub events_unknown_account: u64,

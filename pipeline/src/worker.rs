@@ -363,9 +363,7 @@ impl State {
                 m.events_unknown_account += result.unknown_account;
                 m.duplicate_requests += result.duplicates;
                 for s in &result.scores {
-                    *m.scores_by_level
-                        .entry(s.level.as_str().to_string())
-                        .or_default() += 1;
+                    *m.scores_by_level.entry(s.level.as_str()).or_default() += 1;
                 }
                 tracing::debug!(
                     partition,
