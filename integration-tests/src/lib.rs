@@ -4,7 +4,7 @@
 //! - `DISTILL_WATCH_TEST_BROKER=host:port` runs the tests against that broker
 //!   (nisshi is recognised by its cluster id, see [`broker_is_nisshi`]).
 //! - Otherwise nisshi is installed (once, into the cache; see
-//!   [`distill_watch::local_broker`]) and started on a free loopback port, once
+//!   [`local_broker`]) and started on a free loopback port, once
 //!   per test process. It is leaked on purpose and dies with the process
 //!   (`PR_SET_PDEATHSIG`).
 //!
@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use distill_watch::local_broker::{self, LocalBroker};
 use distill_watch::topics::{self, TopicSpec};
+use local_broker::{self, LocalBroker};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;

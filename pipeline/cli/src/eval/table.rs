@@ -1,0 +1,170 @@
+//! The evaluation as text tables for the terminal (`eval` and `demo`).
+
+use std::fmt::Write as _;
+
+use super::metrics::StyleQuality;
+use super::report::EvalReport;
+
+/// A duration in minutes as `45m`, `3h10m` or `2d4h`.
+pub fn minutes(m: f64) -> String {
+    let m = m.round() as i64;
+    if m < 60 {
+        format!("{m}m")
+    } else if m < 24 * 60 {
+        format!("{}h{:02}m", m / 60, m % 60)
+    } else {
+        format!("{}d{:02}h", m / (24 * 60), (m % (24 * 60)) / 60)
+    }
+}
+
+fn opt_minutes(m: Option<f64>) -> String {
+    m.map_or_else(|| "-".to_string(), minutes)
+}
+
+fn opt_ratio(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"))
+}
+
+fn quality_cells(q: &StyleQuality, campaigns: usize) -> String {
+    format!(
+        "{:>7} {:>6.3} {:>9} {:>8} {:>8}",
+        q.flagged,
+        q.recall,
+        format!("{}/{}", q.campaigns_detected, campaigns),
+        opt_minutes(q.ttd_median_min),
+        opt_minutes(q.ttd_p90_min)
+    )
+}
+
+/// Recall below this, or false positives per 1,000 above `FP_GAP`, is a
+/// known gap (the acceptance bar of the evaluation issue).
+pub const RECALL_GAP: f64 = 0.95;
+pub const FP_GAP: f64 = 1.0;
+
+pub fn render(r: &EvalReport) -> String {
+    let mut s = String::new();
+    let q = &r.quality;
+    let run = &r.run;
+    let _ = write!(s, "detection quality");
+    if let (Some(name), Some(seed), Some(scale)) = (&run.scenario, run.seed, run.scale) {
+        let _ = write!(s, ": scenario {name}, seed {seed}, scale {scale}");
+        if let Some(h) = run.span_hours {
+            let _ = write!(s, ", {h:.0} h of event time");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\n{} campaign and {} benign accounts; {} scores over {} accounts from {}; model {}",
+        q.high.campaign_accounts,
+        q.high.benign_accounts,
+        run.scores,
+        run.accounts_scored,
+        run.scores_topic,
+        if run.model_versions.is_empty() {
+            "-".to_string()
+        } else {
+            run.model_versions.join(", ")
+        }
+    );
+    let _ = writeln!(
+        s,
+        "flagged = scored at the level or above in some window (high >= {:.2}, elevated >= {:.2}); time to detect = first request -> end of first flagged window\n",
+        r.levels.high, r.levels.elevated
+    );
+    let _ = writeln!(
+        s,
+        "{:<22} {:>9} {:>8} | {:^43} | {:^43}",
+        "attack style", "campaigns", "accounts", "at high", "at elevated"
+    );
+    let sub = format!(
+        "{:>7} {:>6} {:>9} {:>8} {:>8}",
+        "flagged", "recall", "campaigns", "TTD p50", "TTD p90"
+    );
+    let _ = writeln!(s, "{:<22} {:>9} {:>8} | {sub} | {sub}", "", "", "");
+    for st in &q.styles {
+        let gap = if st.high.recall < RECALL_GAP {
+            "  <- gap"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            s,
+            "{:<22} {:>9} {:>8} | {} | {}{gap}",
+            st.style,
+            st.campaigns,
+            st.accounts,
+            quality_cells(&st.high, st.campaigns),
+            quality_cells(&st.elevated, st.campaigns)
+        );
+        let impossible = st.high.impossible.max(st.elevated.impossible);
+        if impossible > 0 {
+            let _ = writeln!(
+                s,
+                "{:<22} {impossible} flagged before their first request: check the truth's first_request_ms",
+                ""
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\n{:<22} {:>8} | {:>7} {:>12} | {:>7} {:>12}",
+        "benign population", "accounts", "flagged", "FP per 1,000", "flagged", "FP per 1,000"
+    );
+    let _ = writeln!(
+        s,
+        "{:<22} {:>8} | {:^20} | {:^20}",
+        "", "", "at high", "at elevated"
+    );
+    for p in &q.populations {
+        let gap = if p.fp_per_1000_high > FP_GAP {
+            "  <- gap"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            s,
+            "{:<22} {:>8} | {:>7} {:>12.1} | {:>7} {:>12.1}{gap}",
+            p.population,
+            p.accounts,
+            p.flagged_high,
+            p.fp_per_1000_high,
+            p.flagged_elevated,
+            p.fp_per_1000_elevated
+        );
+    }
+    for (name, o) in [("high", &q.high), ("elevated", &q.elevated)] {
+        let _ = writeln!(
+            s,
+            "\nat {name}: precision {} ({} of {} flagged accounts are campaign accounts), recall {:.3} ({} of {} campaign accounts), {} false positives among {} benign accounts",
+            opt_ratio(o.precision),
+            o.true_positives,
+            o.true_positives + o.false_positives,
+            o.recall,
+            o.true_positives,
+            o.campaign_accounts,
+            o.false_positives,
+            o.benign_accounts
+        );
+    }
+    if q.unlabelled.accounts > 0 {
+        let _ = writeln!(
+            s,
+            "\n{} scored accounts are not in the ground truth ({} flagged at high): left out of every figure above",
+            q.unlabelled.accounts, q.unlabelled.flagged_high
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minutes_read_naturally() {
+        assert_eq!(minutes(0.4), "0m");
+        assert_eq!(minutes(45.0), "45m");
+        assert_eq!(minutes(190.0), "3h10m");
+        assert_eq!(minutes(3.0 * 1440.0 + 125.0), "3d02h");
+    }
+}

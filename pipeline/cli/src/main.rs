@@ -1,0 +1,165 @@
+//! The `distill-watch` binary: command dispatch. Errors become `anyhow` here,
+//! at the edge; the libraries use typed errors. Each command is a thin file
+//! over the libraries: the worker (`distill_watch`), the traffic generator
+//! (`distill_watch_traffic`) and the local broker manager (`local_broker`).
+
+mod demo;
+mod eval;
+mod flags;
+mod session;
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use distill_watch::config::{Config, DEFAULTS_TOML, ENV_PREFIX};
+use flags::{Cli, Command, ConfigArgs, JobsAction, RunArgs, TopicsAction};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Commands with progress bars keep the log to warnings unless asked:
+    // the bars say what is happening.
+    let default_log = match cli.command {
+        Command::Demo(_) | Command::Eval(_) | Command::Gen(_) => "warn",
+        _ => "info",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default_log))
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    let load = || Config::load(cli.config.as_deref()).context("loading configuration");
+    match &cli.command {
+        Command::Demo(args) => demo::run(load()?, args).await,
+        Command::Run(args) => run(load()?, args).await,
+        Command::Gen(args) => demo::gen(&load()?, args).await,
+        Command::Eval(args) => eval::run(load()?, args).await,
+        Command::Scenarios => {
+            scenarios();
+            Ok(())
+        }
+        Command::Topics(args) => match args.action {
+            TopicsAction::Create { partitions } => demo::create_topics(&load()?, partitions).await,
+        },
+        Command::Jobs(args) => jobs(&load()?, &args.action).await,
+        Command::Config(args) => config(&cli, args),
+    }
+}
+
+async fn run(mut cfg: Config, args: &RunArgs) -> Result<()> {
+    if args.exit_at_eof {
+        cfg.worker.exit_at_eof = true;
+    }
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let summary = distill_watch::worker::run(&cfg, shutdown).await?;
+    println!("{}", summary.metrics);
+    Ok(())
+}
+
+fn scenarios() {
+    for (name, _) in distill_watch_traffic::scenario::BUILTIN {
+        match distill_watch_traffic::Scenario::builtin(name) {
+            Ok(s) => {
+                let benign: f64 = s.benign.iter().map(|p| p.accounts).sum();
+                let campaign: f64 = s.campaigns.iter().map(|c| c.accounts).sum();
+                println!(
+                    "{:<6} {:>5.0} h, {:>6.0} benign accounts in {} populations, {:>5.0} campaign accounts in {} campaigns, seed {}: {}",
+                    s.name,
+                    s.duration_ms as f64 / 3_600_000.0,
+                    benign,
+                    s.benign.len(),
+                    campaign,
+                    s.campaigns.len(),
+                    s.seed,
+                    s.description
+                );
+            }
+            Err(e) => println!("{name:<6} INVALID: {e}"),
+        }
+    }
+    println!("\nUse one with --scenario NAME, or write your own TOML file (see deploy/scenarios/) and pass its path.");
+}
+
+async fn jobs(cfg: &Config, action: &JobsAction) -> Result<()> {
+    match action {
+        JobsAction::Validate => {
+            let delay = cfg.window.max_response_delay.as_millis() as i64;
+            let d = distill_watch::process::Detector::load(&cfg.jobs.dir, &cfg.jobs.scoring, delay)
+                .await?;
+            for j in &d.jobs.jobs {
+                println!("ok  {:<12} {:<28} {}", j.name, j.family, j.path.display());
+            }
+            println!(
+                "{} jobs, {} features, window {} ms; scoring model {} uses {} of them",
+                d.jobs.jobs.len(),
+                d.features.len(),
+                d.jobs.window_ms,
+                d.model_version,
+                d.model.rules.len()
+            );
+            Ok(())
+        }
+        JobsAction::Test { filter } => {
+            let report =
+                distill_watch::golden::run_dir(&cfg.jobs.dir, cfg, filter.as_deref()).await?;
+            print!("{report}");
+            if !report.all_passed() {
+                bail!(
+                    "{} of {} golden tests failed",
+                    report.failed(),
+                    report.total()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn config(cli: &Cli, args: &ConfigArgs) -> Result<()> {
+    if args.defaults {
+        print!("{DEFAULTS_TOML}");
+        return Ok(());
+    }
+    let user = match &cli.config {
+        Some(p) => Some((
+            p.display().to_string(),
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
+    // Validate as the worker would, then print the merged table.
+    Config::from_parts(user.as_ref().map(|(o, t)| (o.as_str(), t.as_str())), &env)?;
+    print!(
+        "{}",
+        Config::effective_toml(user.as_ref().map(|(o, t)| (o.as_str(), t.as_str())), &env)?
+    );
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! Whole-generator properties: determinism, wire format, delivery order,
+//! ground truth, and that every injected streaming fault is counted by the
+//! worker's stages exactly as injected.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::OnceLock;
+
+use apache_avro::types::Value;
+use distill_watch::process::Detector;
+use distill_watch::schemas::{unframe, ContractSchema, SchemaSet};
+use distill_watch::simulate::{score_stream, SimInput, SimRecord};
+use distill_watch::window::Side;
+
+use crate::{generate, Record, Scenario, Traffic};
+
+fn ci() -> &'static Scenario {
+    static S: OnceLock<Scenario> = OnceLock::new();
+    S.get_or_init(|| Scenario::builtin("ci").unwrap())
+}
+
+fn traffic() -> &'static Traffic {
+    static T: OnceLock<Traffic> = OnceLock::new();
+    T.get_or_init(|| generate(ci(), 7, 0.5))
+}
+
+type Row = BTreeMap<String, Value>;
+
+fn decode(record: &Record, schema: &ContractSchema) -> Row {
+    let (id, mut body) = unframe(&record.value).expect("Confluent framing");
+    assert_eq!(id, schema.id);
+    let v = apache_avro::from_avro_datum(&schema.avro, &mut body, None).expect("valid Avro");
+    assert!(body.is_empty(), "one datum per record");
+    let Value::Record(fields) = v else {
+        panic!("not a record")
+    };
+    fields.into_iter().collect()
+}
+
+fn s(row: &Row, k: &str) -> String {
+    match &row[k] {
+        Value::String(s) => s.clone(),
+        Value::Union(_, v) => match v.as_ref() {
+            Value::String(s) => s.clone(),
+            other => panic!("{k}: {other:?}"),
+        },
+        Value::Enum(_, s) => s.clone(),
+        other => panic!("{k}: {other:?}"),
+    }
+}
+
+#[test]
+fn same_inputs_give_identical_bytes_and_another_seed_does_not() {
+    let a = generate(ci(), 7, 0.2);
+    let b = generate(ci(), 7, 0.2);
+    assert_eq!(a, b);
+    let c = generate(ci(), 8, 0.2);
+    assert_ne!(a.requests, c.requests);
+}
+
+#[test]
+fn every_record_decodes_against_its_schema_and_is_keyed_by_account() {
+    let set = SchemaSet::builtin();
+    let t = traffic();
+    assert!(t.requests.len() > 1_000, "{} requests", t.requests.len());
+    for r in &t.accounts {
+        assert_eq!(s(&decode(r, &set.account), "account_id"), r.key);
+    }
+    for r in &t.requests {
+        assert_eq!(s(&decode(r, &set.request), "account_id"), r.key);
+    }
+    for r in &t.responses {
+        assert_eq!(s(&decode(r, &set.response), "account_id"), r.key);
+    }
+}
+
+#[test]
+fn delivery_is_ordered_and_never_before_the_event() {
+    let t = traffic();
+    for list in [&t.requests, &t.responses] {
+        assert!(list.windows(2).all(|w| w[0].deliver_ms <= w[1].deliver_ms));
+        assert!(list.iter().all(|r| r.deliver_ms >= r.event_time_ms));
+    }
+    // Some records were delivered late: realism is on by default.
+    assert!(t.requests.iter().any(|r| r.deliver_ms > r.event_time_ms));
+}
+
+#[test]
+fn without_faults_every_request_has_one_timely_response() {
+    let mut quiet = ci().clone();
+    quiet.realism = crate::Realism::off();
+    let t = generate(&quiet, 3, 0.2);
+    assert_eq!(t.requests.len(), t.responses.len());
+    assert_eq!(t.injected.exchanges as usize, t.requests.len());
+    let set = SchemaSet::builtin();
+    let req_time: HashMap<String, i64> = t
+        .requests
+        .iter()
+        .map(|r| (s(&decode(r, &set.request), "request_id"), r.event_time_ms))
+        .collect();
+    let delay = quiet.realism.max_response_delay.as_millis() as i64;
+    for r in &t.responses {
+        let id = s(&decode(r, &set.response), "request_id");
+        let sent = req_time[&id];
+        assert!(
+            (sent..=sent + delay).contains(&r.event_time_ms),
+            "response {id} at {} for a request at {sent}",
+            r.event_time_ms
+        );
+    }
+}
+
+#[test]
+fn truth_lists_every_style_and_each_accounts_first_request() {
+    let t = traffic();
+    let styles: BTreeSet<&str> = t
+        .truth
+        .iter()
+        .filter(|r| r.label.is_campaign())
+        .map(|r| r.label.group.as_str())
+        .collect();
+    for style in crate::campaigns::Campaign::STYLES {
+        assert!(
+            styles.contains(style),
+            "ci scenario lacks {style}: {styles:?}"
+        );
+    }
+    let populations: BTreeSet<&str> = t
+        .truth
+        .iter()
+        .filter(|r| !r.label.is_campaign())
+        .map(|r| r.label.group.as_str())
+        .collect();
+    assert!(populations.len() >= 8, "{populations:?}");
+    let mut first: HashMap<&str, i64> = HashMap::new();
+    for r in &t.requests {
+        let e = first.entry(r.key.as_str()).or_insert(r.event_time_ms);
+        *e = (*e).min(r.event_time_ms);
+    }
+    assert_eq!(
+        first.len(),
+        t.truth.len(),
+        "truth lists exactly the accounts with traffic"
+    );
+    for row in &t.truth {
+        assert_eq!(
+            row.first_request_ms,
+            first.get(row.account_id.as_str()).copied()
+        );
+    }
+}
+
+/// Requests and responses merged in delivery order, requests first on ties
+/// (as `write_to_kafka` sends them).
+fn merged(t: &Traffic) -> Vec<(Side, &Record)> {
+    let mut out = Vec::with_capacity(t.requests.len() + t.responses.len());
+    let (mut i, mut j) = (0, 0);
+    while i < t.requests.len() || j < t.responses.len() {
+        let req_first = j >= t.responses.len()
+            || (i < t.requests.len() && t.requests[i].deliver_ms <= t.responses[j].deliver_ms);
+        if req_first {
+            out.push((Side::Requests, &t.requests[i]));
+            i += 1;
+        } else {
+            out.push((Side::Responses, &t.responses[j]));
+            j += 1;
+        }
+    }
+    out
+}
+
+/// Events older than the newest already delivered on their side: what the
+/// worker counts as out of order, for one partition.
+pub fn expected_out_of_order(records: &[&Record]) -> u64 {
+    let mut max = i64::MIN;
+    let mut n = 0;
+    for r in records {
+        if r.event_time_ms < max {
+            n += 1;
+        }
+        max = max.max(r.event_time_ms);
+    }
+    n
+}
+
+/// The worker's stages count every injected fault exactly as injected
+/// (in memory, one partition; the integration tests do it on a broker).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_injected_fault_is_counted_by_the_worker_stages() {
+    let mut noisy = ci().clone();
+    // Ten times the default shares, so every fault occurs often enough to
+    // show a miscount.
+    let r = &mut noisy.realism;
+    r.reorder_share = 0.05;
+    r.late_share = 0.005;
+    r.duplicate_share = 0.02;
+    r.slow_response_share = 0.01;
+    r.orphan_response_share = 0.005;
+    r.account_update_share = 0.2;
+    r.unknown_account_share = 0.02;
+    let t = generate(&noisy, 11, 0.5);
+    let inj = t.injected;
+    for (name, n) in inj.rows() {
+        assert!(n > 0, "nothing injected for {name}: {inj:?}");
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let detector = Detector::load(
+        &root.join("jobs"),
+        &root.join("jobs/scoring.toml"),
+        noisy.realism.max_response_delay.as_millis() as i64,
+    )
+    .await
+    .unwrap();
+    fn sim(r: &Record) -> SimRecord<'_> {
+        SimRecord {
+            key: &r.key,
+            value: &r.value,
+            timestamp_ms: r.deliver_ms,
+        }
+    }
+    let input = SimInput {
+        accounts: t.accounts.iter().map(sim).collect(),
+        events: merged(&t)
+            .into_iter()
+            .map(|(side, r)| (side, sim(r)))
+            .collect(),
+    };
+    let out = score_stream(
+        &detector,
+        &input,
+        noisy.realism.out_of_orderness.as_millis() as i64,
+    )
+    .await
+    .unwrap();
+    let m = &out.metrics;
+    let late = m
+        .rejected
+        .get(&distill_watch::decode::RejectKind::LateEvent)
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(
+        m.rejected_total(),
+        late,
+        "only late events are rejected: {m}"
+    );
+    assert_eq!(late, inj.late_events(), "{m}\n{inj:?}");
+    assert_eq!(m.duplicate_requests, inj.duplicate_requests, "{m}");
+    assert_eq!(m.duplicate_responses, inj.duplicate_responses, "{m}");
+    assert_eq!(m.requests_scored, inj.requests_scored(), "{m}");
+    assert_eq!(
+        m.requests_without_response,
+        inj.requests_without_response(),
+        "{m}"
+    );
+    assert_eq!(m.unmatched_responses, inj.unmatched_responses(), "{m}");
+    assert_eq!(
+        m.events_unknown_account, inj.unknown_account_requests,
+        "{m}"
+    );
+    assert_eq!(m.account_versions, inj.account_records, "{m}");
+    assert_eq!(
+        m.accounts_in_table + inj.account_updates,
+        inj.account_records,
+        "{m}"
+    );
+    let reqs: Vec<&Record> = t.requests.iter().collect();
+    let resps: Vec<&Record> = t.responses.iter().collect();
+    assert_eq!(m.out_of_order_requests, expected_out_of_order(&reqs), "{m}");
+    assert_eq!(
+        m.out_of_order_responses,
+        expected_out_of_order(&resps),
+        "{m}"
+    );
+    assert!(
+        m.out_of_order_requests >= inj.reordered_requests / 2,
+        "{m}\n{inj:?}"
+    );
+    let scored: i64 = out.scores.iter().map(|s| s.event_count).sum();
+    assert_eq!(scored as u64, inj.requests_scored());
+}

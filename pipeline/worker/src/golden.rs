@@ -1,0 +1,528 @@
+//! Golden tests for jobs: input rows of the `events` table → expected job
+//! output, in `jobs/tests/*.test`, run by `distill-watch jobs test` and by
+//! `cargo test`. The model is DataFusion's sqllogictest files: plain text a
+//! data engineer can write without touching Rust.
+//!
+//! ```text
+//! # Comments start with '#'.
+//! job: volume
+//!
+//! case: one busy account
+//! events:
+//! account_id | event_time           | completion_tokens
+//! a          | 2026-11-02T00:00:01Z | 100
+//! a          | 2026-11-02T00:00:02Z | 50
+//! expect:
+//! account_id | requests | output_tokens
+//! a          | 2        | 150
+//! ```
+//!
+//! Event columns left out take NULL, or for non-nullable columns 0 / "" /
+//! false (`request_id` gets a unique value, `has_response` is true).
+//! `window_start`/`window_end` are the job's window around the first event,
+//! unless a `window: <RFC 3339 start>` line sets the start. Expected values
+//! are compared as numbers with a tolerance of 1e-6; `NULL` means NULL. The
+//! expected columns must be exactly the job's output columns.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, SchemaRef};
+use datafusion::datasource::MemTable;
+
+use crate::config::Config;
+use crate::jobs::{files_with_extension, run_job, Job, EVENTS_TABLE};
+use crate::process::{Detector, ProcessError};
+
+const TOLERANCE: f64 = 1e-6;
+/// How a NULL cell is written in test tables.
+const NULL_CELL: &str = "NULL";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GoldenError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+}
+
+/// A parsed table: header and rows of cells.
+#[derive(Debug, Clone, Default)]
+struct Table {
+    columns: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    name: String,
+    line: usize,
+    window_start: Option<i64>,
+    events: Table,
+    expect: Table,
+}
+
+#[derive(Debug)]
+struct TestFile {
+    path: PathBuf,
+    job: String,
+    cases: Vec<Case>,
+}
+
+/// Outcome of one case.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub file: String,
+    pub case: String,
+    pub failures: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct GoldenReport {
+    pub results: Vec<CaseResult>,
+}
+
+impl GoldenReport {
+    pub fn total(&self) -> usize {
+        self.results.len()
+    }
+    pub fn failed(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| !r.failures.is_empty())
+            .count()
+    }
+    pub fn all_passed(&self) -> bool {
+        self.failed() == 0
+    }
+}
+
+impl fmt::Display for GoldenReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for r in &self.results {
+            if r.failures.is_empty() {
+                writeln!(f, "ok    {}: {}", r.file, r.case)?;
+            } else {
+                writeln!(f, "FAIL  {}: {}", r.file, r.case)?;
+                for line in &r.failures {
+                    writeln!(f, "      {line}")?;
+                }
+            }
+        }
+        writeln!(
+            f,
+            "{} passed, {} failed",
+            self.total() - self.failed(),
+            self.failed()
+        )
+    }
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<TestFile, GoldenError> {
+    let syntax = |line: usize, message: String| GoldenError::Syntax {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let mut job = None;
+    let mut cases: Vec<Case> = Vec::new();
+    #[derive(PartialEq)]
+    enum Block {
+        None,
+        Events,
+        Expect,
+    }
+    let mut block = Block::None;
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(v) = line.strip_prefix("job:") {
+            job = Some(v.trim().to_string());
+            continue;
+        }
+        if let Some(v) = line.strip_prefix("case:") {
+            cases.push(Case {
+                name: v.trim().to_string(),
+                line: n,
+                window_start: None,
+                events: Table::default(),
+                expect: Table::default(),
+            });
+            block = Block::None;
+            continue;
+        }
+        let case = cases
+            .last_mut()
+            .ok_or_else(|| syntax(n, "expected `case: <name>` before tables".into()))?;
+        if let Some(v) = line.strip_prefix("window:") {
+            let t = chrono_parse(v.trim())
+                .ok_or_else(|| syntax(n, format!("window start {:?} is not RFC 3339", v.trim())))?;
+            case.window_start = Some(t);
+            continue;
+        }
+        match line {
+            "events:" => {
+                block = Block::Events;
+                continue;
+            }
+            "expect:" => {
+                block = Block::Expect;
+                continue;
+            }
+            _ => {}
+        }
+        let cells: Vec<String> = line.split('|').map(|c| c.trim().to_string()).collect();
+        let table = match block {
+            Block::Events => &mut case.events,
+            Block::Expect => &mut case.expect,
+            Block::None => {
+                return Err(syntax(
+                    n,
+                    "row outside an `events:` or `expect:` block".into(),
+                ))
+            }
+        };
+        if table.columns.is_empty() {
+            table.columns = cells;
+        } else if cells.len() != table.columns.len() {
+            return Err(syntax(
+                n,
+                format!("{} cells, header has {}", cells.len(), table.columns.len()),
+            ));
+        } else {
+            table.rows.push(cells);
+        }
+    }
+    let job = job.ok_or_else(|| syntax(1, "missing `job: <name>` line".into()))?;
+    if cases.is_empty() {
+        return Err(syntax(1, "no `case:`".into()));
+    }
+    for c in &cases {
+        if c.events.columns.is_empty() || c.expect.columns.is_empty() {
+            return Err(syntax(
+                c.line,
+                format!(
+                    "case {:?} needs both `events:` and `expect:` tables",
+                    c.name
+                ),
+            ));
+        }
+    }
+    Ok(TestFile {
+        path: path.to_path_buf(),
+        job,
+        cases,
+    })
+}
+
+/// RFC 3339 → epoch millis, via arrow's parser (no extra dependency).
+fn chrono_parse(s: &str) -> Option<i64> {
+    let a = arrow::array::StringArray::from(vec![s]);
+    let ts = arrow::compute::cast(
+        &a,
+        &DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+    )
+    .ok()?;
+    let ts = ts.as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+    (!ts.is_null(0)).then(|| ts.value(0))
+}
+
+/// Build the `events` batch: CSV with every column, parsed by arrow-csv
+/// against the real events schema so types match production exactly.
+fn events_batch(schema: &SchemaRef, case: &Case, window_ms: i64) -> Result<RecordBatch, String> {
+    for c in &case.events.columns {
+        if schema.index_of(c).is_err() {
+            return Err(format!(
+                "events column {c:?} does not exist (see jobs/README.md for the events table)"
+            ));
+        }
+    }
+    let col_of = |name: &str| case.events.columns.iter().position(|c| c == name);
+    let time_col = col_of("event_time").ok_or("events need an event_time column")?;
+    let first = case
+        .events
+        .rows
+        .first()
+        .map(|r| {
+            chrono_parse(&r[time_col])
+                .ok_or(format!("event_time {:?} is not RFC 3339", r[time_col]))
+        })
+        .transpose()?
+        .unwrap_or(0);
+    let start = case
+        .window_start
+        .unwrap_or(first.div_euclid(window_ms) * window_ms);
+    let iso = |ms: i64| -> String {
+        let a = arrow::array::TimestampMillisecondArray::from(vec![ms]);
+        let s = arrow::compute::cast(&a, &DataType::Utf8).expect("timestamp to string");
+        format!("{}Z", s.as_string::<i32>().value(0))
+    };
+    let mut csv = String::new();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    csv.push_str(&names.join(","));
+    csv.push('\n');
+    for (r, row) in case.events.rows.iter().enumerate() {
+        let cells: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let given = col_of(f.name())
+                    .map(|i| row[i].clone())
+                    .filter(|v| v != NULL_CELL);
+                let v = match (f.name().as_str(), given) {
+                    (_, Some(v)) => v,
+                    ("window_start", None) => iso(start),
+                    ("window_end", None) => iso(start + window_ms),
+                    ("request_id", None) => format!("req-{r}"),
+                    ("_offset", None) => r.to_string(),
+                    ("has_response" | "account_known", None) => "true".into(),
+                    (_, None) if f.is_nullable() => NULL_CELL.into(),
+                    (_, None) => match f.data_type() {
+                        DataType::Utf8 => String::new(),
+                        DataType::Boolean => "false".into(),
+                        DataType::Timestamp(..) => iso(start),
+                        _ => "0".into(),
+                    },
+                };
+                if v.contains(',') || v.contains('"') {
+                    format!("\"{}\"", v.replace('"', "\"\""))
+                } else {
+                    v
+                }
+            })
+            .collect();
+        csv.push_str(&cells.join(","));
+        csv.push('\n');
+    }
+    // Only the NULL marker is null, so an empty cell stays an empty string.
+    let null = regex::Regex::new("^NULL$").expect("constant regex");
+    let mut reader = arrow::csv::ReaderBuilder::new(schema.clone())
+        .with_header(true)
+        .with_null_regex(null)
+        .build(std::io::Cursor::new(csv.into_bytes()))
+        .map_err(|e| e.to_string())?;
+    match reader.next() {
+        Some(b) => b.map_err(|e| format!("events rows: {e}")),
+        None => Ok(RecordBatch::new_empty(schema.clone())),
+    }
+}
+
+fn compare(case: &Case, out: &RecordBatch, key: &str) -> Vec<String> {
+    let mut failures = Vec::new();
+    let got_cols: Vec<String> = out
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let mut want_sorted = case.expect.columns.clone();
+    want_sorted.sort();
+    let mut got_sorted = got_cols.clone();
+    got_sorted.sort();
+    if want_sorted != got_sorted {
+        failures.push(format!(
+            "columns: expected {:?}, job outputs {:?}",
+            case.expect.columns, got_cols
+        ));
+        return failures;
+    }
+    let keys = out.column(0).as_string::<i32>();
+    let mut got: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..out.num_rows() {
+        got.insert(keys.value(i).to_string(), i);
+    }
+    let key_idx = case
+        .expect
+        .columns
+        .iter()
+        .position(|c| c == key)
+        .expect("checked above");
+    let mut seen = std::collections::BTreeSet::new();
+    for row in &case.expect.rows {
+        let k = &row[key_idx];
+        seen.insert(k.clone());
+        let Some(&r) = got.get(k) else {
+            failures.push(format!("{key} {k}: expected a row, the job output none"));
+            continue;
+        };
+        for (c, name) in case.expect.columns.iter().enumerate() {
+            if c == key_idx {
+                continue;
+            }
+            let col = out
+                .column_by_name(name)
+                .expect("columns compared")
+                .as_primitive::<Float64Type>();
+            let got_v = (!col.is_null(r)).then(|| col.value(r));
+            let want = &row[c];
+            let ok = match (want.as_str(), got_v) {
+                ("NULL", None) => true,
+                ("NULL", Some(_)) | (_, None) => false,
+                (w, Some(g)) => match w.parse::<f64>() {
+                    Ok(w) => (w - g).abs() <= TOLERANCE * w.abs().max(1.0),
+                    Err(_) => {
+                        failures.push(format!(
+                            "{key} {k}: {name}: expected value {w:?} is not a number"
+                        ));
+                        continue;
+                    }
+                },
+            };
+            if !ok {
+                failures.push(format!(
+                    "{key} {k}: {name} expected {want}, got {}",
+                    got_v.map_or("NULL".to_string(), |g| format!("{g}"))
+                ));
+            }
+        }
+    }
+    for k in got.keys() {
+        if !seen.contains(k) {
+            failures.push(format!(
+                "{key} {k}: the job output a row that is not expected"
+            ));
+        }
+    }
+    failures
+}
+
+/// Run every `*.test` under `<jobs_dir>/tests` (optionally filtered by file name).
+pub async fn run_dir(
+    jobs_dir: &Path,
+    cfg: &Config,
+    filter: Option<&str>,
+) -> Result<GoldenReport, GoldenError> {
+    let delay = cfg.window.max_response_delay.as_millis() as i64;
+    let detector = Detector::load(jobs_dir, &cfg.jobs.scoring, delay).await?;
+    let schema = detector.events_schema.clone();
+    let dir = jobs_dir.join("tests");
+    let paths: Vec<PathBuf> = files_with_extension(&dir, "test")
+        .map_err(|source| GoldenError::Read {
+            path: dir.clone(),
+            source,
+        })?
+        .into_iter()
+        .filter(|p| {
+            filter.is_none_or(|f| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains(f))
+            })
+        })
+        .collect();
+    let mut report = GoldenReport::default();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).map_err(|source| GoldenError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let file = parse_file(&path, &text)?;
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let job: Option<&Job> = detector.jobs.jobs.iter().find(|j| j.name == file.job);
+        for case in &file.cases {
+            let failures = match job {
+                None => vec![format!(
+                    "{}: no job named {:?} in {}",
+                    file.path.display(),
+                    file.job,
+                    jobs_dir.display()
+                )],
+                Some(job) => run_case(job, &schema, case, detector.jobs.window_ms).await,
+            };
+            report.results.push(CaseResult {
+                file: file_name.clone(),
+                case: case.name.clone(),
+                failures,
+            });
+        }
+    }
+    Ok(report)
+}
+
+async fn run_case(job: &Job, schema: &SchemaRef, case: &Case, window_ms: i64) -> Vec<String> {
+    let events = match events_batch(schema, case, window_ms) {
+        Ok(b) => b,
+        Err(e) => return vec![e],
+    };
+    let ctx = crate::join::window_context();
+    let registered = MemTable::try_new(events.schema(), vec![vec![events]])
+        .and_then(|t| ctx.register_table(EVENTS_TABLE, Arc::new(t)));
+    if let Err(e) = registered {
+        return vec![e.to_string()];
+    }
+    match run_job(&ctx, job).await {
+        Ok(out) => compare(case, &out, &job.key),
+        Err(e) => vec![e.to_string()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_reports_line_numbers() {
+        let e = parse_file(
+            Path::new("t.test"),
+            "job: x\ncase: a\nevents:\na | b\n1 | 2 | 3\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("t.test:5"), "{e}");
+    }
+
+    /// The golden tests shipped in jobs/tests all pass.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn shipped_golden_tests_pass() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut cfg = Config::defaults();
+        cfg.jobs.dir = root.join("jobs");
+        cfg.jobs.scoring = root.join("jobs/scoring.toml");
+        let report = run_dir(&cfg.jobs.dir, &cfg, None).await.unwrap();
+        assert!(
+            report.total() >= 8,
+            "expected golden tests for every job:\n{report}"
+        );
+        assert!(report.all_passed(), "{report}");
+    }
+
+    /// A golden test can fail: a wrong expectation is reported with the value.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn wrong_expectation_fails_with_diff() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = std::env::temp_dir().join(format!("dw-golden-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("tests")).unwrap();
+        std::fs::copy(root.join("jobs/volume.sql"), dir.join("volume.sql")).unwrap();
+        std::fs::write(
+            dir.join("tests/v.test"),
+            "job: volume\ncase: wrong\nevents:\naccount_id | event_time\na | 2026-11-02T00:00:01Z\nexpect:\naccount_id | requests | output_tokens | rate_limited_share | active_minute_share\na | 2 | 0 | 0 | 0.1\n",
+        )
+        .unwrap();
+        let scoring = "model_version = \"t\"\ntop_reasons = 1\n[levels]\nelevated = 0.3\nhigh = 0.6\ncritical = 0.8\n[[rule]]\nfeature = \"requests\"\nweight = 0.1\nlow = 1.0\nhigh = 2.0\n";
+        std::fs::write(dir.join("scoring.toml"), scoring).unwrap();
+        let mut cfg = Config::defaults();
+        cfg.jobs.scoring = dir.join("scoring.toml");
+        let report = run_dir(&dir, &cfg, None).await.unwrap();
+        assert_eq!(report.failed(), 1);
+        let text = report.to_string();
+        assert!(text.contains("requests expected 2, got 1"), "{text}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,25 @@
+//! distill-watch: streaming detection of LLM distillation attacks.
+//!
+//! One module per pipeline stage; Arrow `RecordBatch`es flow between them:
+//! `source` (Kafka) → `decode` (Avro → Arrow) → `window` (event time) →
+//! `join` (request ⋈ response) → `enrich` (accounts) → `jobs` (SQL features)
+//! → `score` (risk + reasons) → `sink` (Avro → Kafka). `process` chains the
+//! per-window stages; `worker` drives the loop.
+
+pub mod checkpoint;
+pub mod config;
+pub mod decode;
+pub mod enrich;
+pub mod golden;
+pub mod jobs;
+pub mod join;
+pub mod metrics;
+pub mod process;
+pub mod schemas;
+pub mod score;
+pub mod simulate;
+pub mod sink;
+pub mod source;
+pub mod topics;
+pub mod window;
+pub mod worker;

@@ -1,0 +1,96 @@
+//! Counters of what the worker did. Every message consumed ends up in exactly
+//! one of: a row of some window, a DLQ record (by reason), or "already
+//! handled" (re-read after a restart, its window was emitted before).
+//!
+//! The stream's imperfections are counted too, so an operator can see them:
+//! events out of order (older than the newest seen on their partition),
+//! duplicate deliveries (dropped before the jobs), requests whose response
+//! never came within `max_response_delay`, responses that answer no request
+//! (request lost or late, or the response too slow), events of accounts
+//! without an account record, and account versions read.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::decode::RejectKind;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metrics {
+    pub requests_consumed: u64,
+    pub responses_consumed: u64,
+    pub accounts_in_table: u64,
+    /// Account versions in the table (accounts plus their updates).
+    pub account_versions: u64,
+    pub rejected: BTreeMap<RejectKind, u64>,
+    pub already_handled: u64,
+    pub windows_closed: u64,
+    pub scores_emitted: u64,
+    pub scores_by_level: BTreeMap<&'static str, u64>,
+    pub requests_scored: u64,
+    pub requests_without_response: u64,
+    pub events_unknown_account: u64,
+    pub duplicate_requests: u64,
+    pub duplicate_responses: u64,
+    pub unmatched_responses: u64,
+    pub out_of_order_requests: u64,
+    pub out_of_order_responses: u64,
+    pub commits: u64,
+}
+
+impl Metrics {
+    pub fn reject(&mut self, kind: RejectKind) {
+        *self.rejected.entry(kind).or_default() += 1;
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    pub fn dlq_count(&self, kind: RejectKind) -> u64 {
+        self.rejected.get(&kind).copied().unwrap_or(0)
+    }
+}
+
+impl fmt::Display for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "consumed requests={} responses={} (out of order: requests={} responses={}); accounts in table={} (versions={}); windows closed={}; scores={} (",
+            self.requests_consumed,
+            self.responses_consumed,
+            self.out_of_order_requests,
+            self.out_of_order_responses,
+            self.accounts_in_table,
+            self.account_versions,
+            self.windows_closed,
+            self.scores_emitted
+        )?;
+        let levels: Vec<String> = self
+            .scores_by_level
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        write!(f, "{}", levels.join(" "))?;
+        write!(
+            f,
+            "); requests scored={} (no response={}, unknown account={}, duplicates dropped={}); responses unmatched={} duplicates dropped={}; already handled={}; dlq={}",
+            self.requests_scored,
+            self.requests_without_response,
+            self.events_unknown_account,
+            self.duplicate_requests,
+            self.unmatched_responses,
+            self.duplicate_responses,
+            self.already_handled,
+            self.rejected_total()
+        )?;
+        if !self.rejected.is_empty() {
+            let r: Vec<String> = self
+                .rejected
+                .iter()
+                .map(|(k, v)| format!("{}={v}", k.as_str()))
+                .collect();
+            write!(f, " ({})", r.join(" "))?;
+        }
+        write!(f, "; commits={}", self.commits)
+    }
+}

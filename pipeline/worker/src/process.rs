@@ -1,0 +1,272 @@
+//! One closed window → risk scores: join, enrich, run the jobs, score.
+//!
+//! Pure with respect to its inputs (the window's rows, the account table, the
+//! jobs and the model), which is what makes live and replayed scores equal.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+use datafusion::datasource::MemTable;
+
+use crate::decode::{DecodeError, RecordDecoder};
+use crate::enrich::{enrich, AccountTable, EnrichError};
+use crate::jobs::{run_all, JobError, JobSet, EVENTS_TABLE};
+use crate::join::{join_window, window_context, JoinError};
+use crate::schemas::SchemaSet;
+use crate::score::{RiskScore, ScoreError, ScoringModel};
+use crate::window::ClosedWindow;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Jobs(#[from] JobError),
+    #[error(transparent)]
+    Model(#[from] ScoreError),
+    #[error("scoring model {model} uses features no job produces: {missing:?}")]
+    MissingFeatures { model: String, missing: Vec<String> },
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    #[error(transparent)]
+    Enrich(#[from] EnrichError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("datafusion: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+/// What came out of one window.
+#[derive(Debug, Default)]
+pub struct WindowResult {
+    pub scores: Vec<RiskScore>,
+    pub requests: u64,
+    pub without_response: u64,
+    pub unknown_account: u64,
+    pub duplicates: u64,
+    /// Responses of this window delivered more than once (copies dropped).
+    pub duplicate_responses: u64,
+    /// Responses of this window that answer no request of this window or
+    /// the previous one (request lost, late, or response too slow).
+    pub unmatched_responses: u64,
+    /// Request ids of the next window's responses that this window matched:
+    /// give them to [`PartitionWindows::note_matched`] before it closes.
+    ///
+    /// [`PartitionWindows::note_matched`]: crate::window::PartitionWindows::note_matched
+    pub matched_next: Vec<String>,
+}
+
+/// Jobs + scoring model, checked against each other at load time.
+pub struct Detector {
+    pub jobs: JobSet,
+    pub model: ScoringModel,
+    /// Model version plus a digest of the jobs, written into every score.
+    pub model_version: String,
+    pub request_schema: SchemaRef,
+    pub response_schema: SchemaRef,
+    pub max_response_delay_ms: i64,
+    /// Schema of the `events` table the jobs read.
+    pub events_schema: SchemaRef,
+    /// Every feature the jobs produce, in output order.
+    pub features: Vec<String>,
+}
+
+impl Detector {
+    pub async fn load(
+        jobs_dir: &Path,
+        model_path: &Path,
+        max_response_delay_ms: i64,
+    ) -> Result<Self, ProcessError> {
+        let jobs = JobSet::load(jobs_dir)?;
+        let model = ScoringModel::load(model_path)?;
+        let set = SchemaSet::builtin();
+        let mut d = Detector {
+            model_version: format!("{}+jobs.{:08x}", model.model_version, jobs.digest() as u32),
+            jobs,
+            model,
+            request_schema: RecordDecoder::new(&set.request, 1, 0)?.output_schema(),
+            response_schema: RecordDecoder::new(&set.response, 1, 0)?.output_schema(),
+            max_response_delay_ms,
+            events_schema: Arc::new(arrow::datatypes::Schema::empty()),
+            features: Vec::new(),
+        };
+        (d.events_schema, d.features) = d.dry_run().await?;
+        let missing = d.model.missing_features(&d.features);
+        if !missing.is_empty() {
+            return Err(ProcessError::MissingFeatures {
+                model: model_path.display().to_string(),
+                missing,
+            });
+        }
+        Ok(d)
+    }
+
+    /// Plan and run every job over an empty window: proves the SQL is valid
+    /// against the real `events` schema; returns that schema and the features.
+    async fn dry_run(&self) -> Result<(SchemaRef, Vec<String>), ProcessError> {
+        let events = self
+            .events(
+                Vec::new(),
+                Vec::new(),
+                &AccountTable::default(),
+                0,
+                self.jobs.window_ms,
+            )
+            .await?
+            .0;
+        let schema = events.schema();
+        let ctx = window_context();
+        ctx.register_table(
+            EVENTS_TABLE,
+            Arc::new(MemTable::try_new(schema.clone(), vec![vec![events]])?),
+        )?;
+        let out = run_all(&ctx, &self.jobs, &[]).await?;
+        let features = out
+            .schema()
+            .fields()
+            .iter()
+            .skip(1)
+            .map(|f| f.name().clone())
+            .collect();
+        Ok((schema, features))
+    }
+
+    /// The `events` table of a window: joined, deduplicated, enriched.
+    /// Also returns (duplicates dropped, rows with unknown account).
+    pub async fn events(
+        &self,
+        requests: Vec<RecordBatch>,
+        responses: Vec<RecordBatch>,
+        accounts: &AccountTable,
+        start: i64,
+        end: i64,
+    ) -> Result<(RecordBatch, u64, u64), ProcessError> {
+        let raw_requests: usize = requests.iter().map(|b| b.num_rows()).sum();
+        let ctx = window_context();
+        let joined = join_window(
+            &ctx,
+            self.request_schema.clone(),
+            requests,
+            self.response_schema.clone(),
+            responses,
+            self.max_response_delay_ms,
+        )
+        .await?;
+        let duplicates = (raw_requests - joined.num_rows()) as u64;
+        let (events, unknown) = enrich(&joined, accounts, start, end)?;
+        Ok((events, duplicates, unknown as u64))
+    }
+
+    /// Score one window.
+    pub async fn score_window(
+        &self,
+        w: ClosedWindow,
+        accounts: &AccountTable,
+    ) -> Result<WindowResult, ProcessError> {
+        // This window's own responses, before the join consumes them.
+        let mut own_rows = 0;
+        let mut own_ids: HashSet<String> = HashSet::new();
+        for b in &w.responses[..w.own_responses.min(w.responses.len())] {
+            let ids = b
+                .column_by_name("request_id")
+                .expect("responses have request_id")
+                .as_string::<i32>();
+            own_rows += b.num_rows();
+            own_ids.extend(ids.iter().flatten().map(str::to_string));
+        }
+        let (events, duplicates, unknown) = self
+            .events(w.requests, w.responses, accounts, w.start, w.end)
+            .await?;
+        let (matched_own, matched_next) = matched_responses(&events, w.end);
+        let unmatched_responses = own_ids
+            .iter()
+            .filter(|id| !matched_own.contains(id.as_str()) && !w.matched_by_previous.contains(*id))
+            .count() as u64;
+        let duplicate_responses = (own_rows - own_ids.len()) as u64;
+        if events.num_rows() == 0 {
+            return Ok(WindowResult {
+                duplicates,
+                duplicate_responses,
+                unmatched_responses,
+                matched_next,
+                ..Default::default()
+            });
+        }
+        let ids = events
+            .column_by_name("account_id")
+            .expect("join keeps account_id")
+            .as_string::<i32>();
+        let has_response = events
+            .column_by_name("has_response")
+            .expect("join adds has_response")
+            .as_boolean();
+        // Keyed by slices of the batch: no allocation per event.
+        let mut counts: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        let mut without_response = 0;
+        for i in 0..events.num_rows() {
+            let e = counts.entry(ids.value(i)).or_default();
+            e.0 += 1;
+            if has_response.value(i) && !has_response.is_null(i) {
+                e.1 += 1;
+            } else {
+                without_response += 1;
+            }
+        }
+        let accounts_in_window: Vec<String> = counts.keys().map(|a| a.to_string()).collect();
+        let ctx = window_context();
+        let rows = events.num_rows() as u64;
+        ctx.register_table(
+            EVENTS_TABLE,
+            Arc::new(MemTable::try_new(
+                events.schema(),
+                vec![vec![events.clone()]],
+            )?),
+        )?;
+        let features = run_all(&ctx, &self.jobs, &accounts_in_window).await?;
+        let scores = self
+            .model
+            .score(&features, &counts, w.start, w.end, &self.model_version);
+        Ok(WindowResult {
+            scores,
+            requests: rows,
+            without_response,
+            unknown_account: unknown,
+            duplicates,
+            duplicate_responses,
+            unmatched_responses,
+            matched_next,
+        })
+    }
+}
+
+/// Request ids of the joined rows that found their response, split by
+/// whether the response lies in this window (before `end`) or the next.
+fn matched_responses(events: &RecordBatch, end: i64) -> (HashSet<&str>, Vec<String>) {
+    let mut own = HashSet::new();
+    let mut next = Vec::new();
+    if events.num_rows() == 0 {
+        return (own, next);
+    }
+    let ids = events
+        .column_by_name("request_id")
+        .expect("join keeps request_id")
+        .as_string::<i32>();
+    let times = events
+        .column_by_name("response_time")
+        .expect("join adds response_time")
+        .as_primitive::<TimestampMillisecondType>();
+    for i in 0..events.num_rows() {
+        if times.is_null(i) {
+            continue;
+        }
+        if times.value(i) < end {
+            own.insert(ids.value(i));
+        } else {
+            next.push(ids.value(i).to_string());
+        }
+    }
+    (own, next)
+}
