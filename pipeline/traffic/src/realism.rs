@@ -46,7 +46,9 @@ pub struct Injected {
     pub unknown_accounts: u64,
     /// Accounts given a second version mid-span.
     pub account_updates: u64,
-    /// Account records published (every version of every known account).
+    /// Accounts with a record, and records published (every version of
+    /// every such account; populations may add versions of their own).
+    pub accounts_published: u64,
     pub account_records: u64,
 }
 

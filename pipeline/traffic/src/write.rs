@@ -260,7 +260,7 @@ impl<'a> Writer<'a> {
             Kind::Response => stats.responses += 1,
         }
         self.done += 1;
-        if self.done % 1024 == 0 || self.done == self.total {
+        if self.done.is_multiple_of(1024) || self.done == self.total {
             (self.progress)(self.base + self.done);
         }
         if self.done >= self.next_step || self.last_log.elapsed() >= PROGRESS_EVERY {
