@@ -298,45 +298,10 @@ pub fn cached_high_watermark<C: ConsumerContext>(
         .map(|(_, high)| high)
 }
 
-/// Kafka's Java default partitioner for keyed records:
-/// `toPositive(murmur2(key)) % partitions`, which librdkafka's `murmur2` and
-/// `murmur2_random` partitioners reproduce.
-pub fn java_murmur2_partition(key: &[u8], partitions: i32) -> i32 {
-    (murmur2(key) & 0x7fff_ffff) as i32 % partitions
-}
-
-/// Kafka's `Utils.murmur2` (seed 0x9747b28c).
-pub fn murmur2(data: &[u8]) -> u32 {
-    const SEED: u32 = 0x9747_b28c;
-    const M: u32 = 0x5bd1_e995;
-    const R: u32 = 24;
-    let len = data.len();
-    let mut h = SEED ^ len as u32;
-    let mut chunks = data.chunks_exact(4);
-    for chunk in &mut chunks {
-        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> R;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    let rest = chunks.remainder();
-    if rest.len() >= 3 {
-        h ^= u32::from(rest[2]) << 16;
-    }
-    if rest.len() >= 2 {
-        h ^= u32::from(rest[1]) << 8;
-    }
-    if !rest.is_empty() {
-        h ^= u32::from(rest[0]);
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h
-}
+/// Kafka's Java default partitioner for keyed records, which librdkafka's
+/// `murmur2` and `murmur2_random` partitioners reproduce (the generator's
+/// copy, tested there against Kafka's own test vectors).
+pub use distill_watch_traffic::partition::partition_of as java_murmur2_partition;
 
 #[cfg(test)]
 mod tests {
@@ -351,24 +316,5 @@ mod tests {
         assert!(a
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')));
-    }
-
-    #[test]
-    fn murmur2_matches_kafka_java() {
-        // Values from Kafka's UtilsTest.testMurmur2.
-        let cases: &[(&[u8], i32)] = &[
-            (b"21", -973932308),
-            (b"foobar", -790332482),
-            (b"a-little-bit-long-string", -985981536),
-            (b"a-little-bit-longer-string", -1486304829),
-            (
-                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
-                -58897971,
-            ),
-            (b"abc", 479470107),
-        ];
-        for (key, expected) in cases {
-            assert_eq!(murmur2(key) as i32, *expected, "murmur2({key:?})");
-        }
     }
 }

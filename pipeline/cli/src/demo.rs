@@ -99,6 +99,7 @@ pub async fn run(mut cfg: Config, args: &DemoArgs) -> Result<()> {
         traffic: Some(TrafficFacts::of(&traffic)),
         scores_topic: cfg.topics.scores.clone(),
         counters: session::counter_rows(&metrics),
+        fault_checks: eval::fault_checks(&traffic, &metrics),
     };
     let (report, _) = eval::build_report(&cfg, &traffic.truth, &scores, versions, origin, started)?;
     print!("{}", eval::table::render(&report));

@@ -24,6 +24,9 @@ use std::collections::HashSet;
 use rand::rngs::StdRng;
 use rand::Rng;
 
+use distill_watch::decode::RejectKind;
+use distill_watch::metrics::Metrics;
+
 use crate::dist::{int, pick};
 use crate::model::{Account, Req, Resp};
 use crate::scenario::Realism;
@@ -72,6 +75,55 @@ impl Injected {
 
     pub fn late_events(&self) -> u64 {
         self.late_requests + self.late_responses
+    }
+
+    /// Each worker counter that must equal what was injected here, as
+    /// (what, injected, counted). Out-of-order counts depend on how records
+    /// were partitioned and are left to the caller.
+    pub fn against(&self, m: &Metrics) -> Vec<(&'static str, u64, u64)> {
+        vec![
+            (
+                "events after their window closed (DLQ late_event)",
+                self.late_events(),
+                m.dlq_count(RejectKind::LateEvent),
+            ),
+            ("requests scored", self.requests_scored(), m.requests_scored),
+            (
+                "requests without a response",
+                self.requests_without_response(),
+                m.requests_without_response,
+            ),
+            (
+                "responses matching no request",
+                self.unmatched_responses(),
+                m.unmatched_responses,
+            ),
+            (
+                "duplicate requests dropped",
+                self.duplicate_requests,
+                m.duplicate_requests,
+            ),
+            (
+                "duplicate responses dropped",
+                self.duplicate_responses,
+                m.duplicate_responses,
+            ),
+            (
+                "requests of accounts without a record",
+                self.unknown_account_requests,
+                m.events_unknown_account,
+            ),
+            (
+                "accounts read",
+                self.accounts_published,
+                m.accounts_in_table,
+            ),
+            (
+                "account versions read",
+                self.account_records,
+                m.account_versions,
+            ),
+        ]
     }
 
     /// Every fault, by name, for reports.

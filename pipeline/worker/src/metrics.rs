@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::decode::RejectKind;
+use crate::process::WindowResult;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Metrics {
@@ -38,6 +39,21 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Count an emitted window and its scores (all of them delivered).
+    pub fn count_window(&mut self, r: &WindowResult) {
+        self.windows_closed += 1;
+        self.scores_emitted += r.scores.len() as u64;
+        self.requests_scored += r.requests;
+        self.requests_without_response += r.without_response;
+        self.events_unknown_account += r.unknown_account;
+        self.duplicate_requests += r.duplicates;
+        self.duplicate_responses += r.duplicate_responses;
+        self.unmatched_responses += r.unmatched_responses;
+        for s in &r.scores {
+            *self.scores_by_level.entry(s.level.as_str()).or_default() += 1;
+        }
+    }
+
     pub fn reject(&mut self, kind: RejectKind) {
         *self.rejected.entry(kind).or_default() += 1;
     }

@@ -131,18 +131,7 @@ async fn close(
         let end = w.end;
         let mut r = detector.score_window(w, accounts).await?;
         windows.note_matched(end, std::mem::take(&mut r.matched_next));
-        let m = &mut out.metrics;
-        m.windows_closed += 1;
-        m.scores_emitted += r.scores.len() as u64;
-        m.requests_scored += r.requests;
-        m.requests_without_response += r.without_response;
-        m.events_unknown_account += r.unknown_account;
-        m.duplicate_requests += r.duplicates;
-        m.duplicate_responses += r.duplicate_responses;
-        m.unmatched_responses += r.unmatched_responses;
-        for s in &r.scores {
-            *m.scores_by_level.entry(s.level.as_str()).or_default() += 1;
-        }
+        out.metrics.count_window(&r);
         out.scores.append(&mut r.scores);
     }
     Ok(())

@@ -397,18 +397,7 @@ impl State {
                 let mut result = detector.score_window(w, &accounts.snapshot()).await?;
                 task.note_matched(end, std::mem::take(&mut result.matched_next));
                 let sent = sink.send_scores(&result.scores).await?;
-                let m = &mut self.metrics;
-                m.windows_closed += 1;
-                m.scores_emitted += sent as u64;
-                m.requests_scored += result.requests;
-                m.requests_without_response += result.without_response;
-                m.events_unknown_account += result.unknown_account;
-                m.duplicate_requests += result.duplicates;
-                m.duplicate_responses += result.duplicate_responses;
-                m.unmatched_responses += result.unmatched_responses;
-                for s in &result.scores {
-                    *m.scores_by_level.entry(s.level.as_str()).or_default() += 1;
-                }
+                self.metrics.count_window(&result);
                 tracing::debug!(
                     partition,
                     window_start = start,

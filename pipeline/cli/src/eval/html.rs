@@ -1034,6 +1034,7 @@ mod tests {
             },
             injected: vec![("duplicate".into(), 42), ("late_response".into(), 7)],
             counters: vec![("records_in".into(), 1_500_000)],
+            fault_checks: vec![],
         }
     }
 
@@ -1074,6 +1075,7 @@ mod tests {
             },
             injected: vec![],
             counters: vec![],
+            fault_checks: vec![],
         }
     }
 

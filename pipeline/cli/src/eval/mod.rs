@@ -32,6 +32,7 @@ pub struct Origin {
     pub traffic: Option<TrafficFacts>,
     pub scores_topic: String,
     pub counters: Vec<(String, u64)>,
+    pub fault_checks: Vec<(String, u64, u64)>,
 }
 
 /// What is known about generated traffic.
@@ -100,6 +101,7 @@ pub fn build_report(
         quality,
         injected: origin.traffic.map(|t| t.injected).unwrap_or_default(),
         counters: origin.counters,
+        fault_checks: origin.fault_checks,
     };
     Ok((report, summaries))
 }
@@ -134,6 +136,19 @@ pub fn write_reports(
     std::fs::write(&html_at, html::render(report))
         .with_context(|| format!("writing {}", html_at.display()))?;
     Ok((json_at, html_at))
+}
+
+/// The worker's counters beside the faults the generator injected.
+pub fn fault_checks(
+    traffic: &Traffic,
+    m: &distill_watch::metrics::Metrics,
+) -> Vec<(String, u64, u64)> {
+    traffic
+        .injected
+        .against(m)
+        .into_iter()
+        .map(|(what, injected, counted)| (what.to_string(), injected, counted))
+        .collect()
 }
 
 fn command_line() -> String {
@@ -198,6 +213,7 @@ pub async fn run(mut cfg: Config, args: &EvalArgs) -> Result<()> {
                     traffic: None,
                     scores_topic: topic,
                     counters,
+                    fault_checks: Vec::new(),
                 },
             )
         }
@@ -235,6 +251,7 @@ pub async fn run(mut cfg: Config, args: &EvalArgs) -> Result<()> {
             let expected = (traffic.requests.len() + traffic.responses.len()) as u64;
             let m = session::score(&cfg, Some(expected)).await?;
             let facts = TrafficFacts::of(&traffic);
+            let checks = fault_checks(&traffic, &m);
             (
                 traffic.truth,
                 Origin {
@@ -248,6 +265,7 @@ pub async fn run(mut cfg: Config, args: &EvalArgs) -> Result<()> {
                     traffic: Some(facts),
                     scores_topic: cfg.topics.scores.clone(),
                     counters: session::counter_rows(&m),
+                    fault_checks: checks,
                 },
             )
         }

@@ -43,4 +43,7 @@ pub struct EvalReport {
     pub injected: Vec<(String, u64)>,
     /// Worker counters of the scoring run (name, value), when it ran here.
     pub counters: Vec<(String, u64)>,
+    /// Worker counters that must equal an injected fault: (what, injected,
+    /// counted), when the traffic was generated and scored here.
+    pub fault_checks: Vec<(String, u64, u64)>,
 }

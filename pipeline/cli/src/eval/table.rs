@@ -146,6 +146,31 @@ pub fn render(r: &EvalReport) -> String {
             o.benign_accounts
         );
     }
+    if !r.fault_checks.is_empty() {
+        let wrong: Vec<&(String, u64, u64)> =
+            r.fault_checks.iter().filter(|(_, i, c)| i != c).collect();
+        let injected: Vec<String> = r
+            .injected
+            .iter()
+            .skip(1)
+            .filter(|(_, n)| *n > 0)
+            .map(|(what, n)| format!("{n} {what}"))
+            .collect();
+        let _ = writeln!(s, "\nstreaming faults injected: {}", injected.join(", "));
+        if wrong.is_empty() {
+            let _ = writeln!(
+                s,
+                "the worker counted each one as injected ({} counters checked)",
+                r.fault_checks.len()
+            );
+        }
+        for (what, injected, counted) in wrong {
+            let _ = writeln!(
+                s,
+                "MISMATCH {what}: injected {injected}, the worker counted {counted}"
+            );
+        }
+    }
     if q.unlabelled.accounts > 0 {
         let _ = writeln!(
             s,
