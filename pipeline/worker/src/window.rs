@@ -102,6 +102,8 @@ struct Clock {
     position: Option<i64>,
     /// Offsets before this were processed by a previous owner.
     resumed_read_to: Option<i64>,
+    /// Read up to the partition's high watermark: nothing more is there yet.
+    caught_up: bool,
 }
 
 impl Clock {
@@ -111,6 +113,7 @@ impl Clock {
             last_activity: now,
             position: None,
             resumed_read_to: None,
+            caught_up: false,
         }
     }
 
@@ -216,6 +219,14 @@ impl PartitionWindows {
         self.clocks[side.idx()].watermark(self.spec.out_of_orderness_ms)
     }
 
+    /// Whether `side` has been read up to its partition's high watermark.
+    /// Only a caught-up side can count as idle: a side with records waiting
+    /// (a replay, a consumer that fetched the other topic first) is slow,
+    /// not idle, and must keep holding windows open.
+    pub fn set_caught_up(&mut self, side: Side, caught_up: bool) {
+        self.clocks[side.idx()].caught_up = caught_up;
+    }
+
     /// Place the rows of `batch` (this partition only, in offset order) into
     /// their windows. `batch` must have `event_time`, `_offset` and `_msg`.
     pub fn ingest(
@@ -283,16 +294,17 @@ impl PartitionWindows {
         Ok(placed)
     }
 
-    /// Watermark of `side` for closing purposes: an idle side stops holding
-    /// the other one back.
+    /// Watermark of `side` for closing purposes: an idle side (caught up
+    /// and silent for `idle_timeout`) stops holding the other one back.
     fn effective_watermark(&self, side: Side, now: Instant) -> i64 {
         let own = self.watermark(side);
         let other_side = match side {
             Side::Requests => Side::Responses,
             Side::Responses => Side::Requests,
         };
+        let clock = &self.clocks[side.idx()];
         let idle =
-            now.duration_since(self.clocks[side.idx()].last_activity) >= self.spec.idle_timeout;
+            clock.caught_up && now.duration_since(clock.last_activity) >= self.spec.idle_timeout;
         if !idle {
             return own;
         }
@@ -601,6 +613,11 @@ mod tests {
         assert!(pw
             .close_ready(now + Duration::from_secs(1), false)
             .is_empty());
+        // Silent, but with records waiting: slow, not idle.
+        assert!(pw
+            .close_ready(now + Duration::from_secs(10), false)
+            .is_empty());
+        pw.set_caught_up(Side::Responses, true);
         let closed = pw.close_ready(now + Duration::from_secs(10), false);
         assert_eq!(closed.len(), 1);
     }

@@ -193,6 +193,7 @@ pub async fn run_with_progress(
         for change in polled.changes {
             state.apply_change(change, &source, &checkpoints, now)?;
         }
+        state.mark_caught_up(&source);
         let m = &state.metrics;
         progress.consumed.store(
             m.requests_consumed + m.responses_consumed,
@@ -377,6 +378,23 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// Tell each partition pair which of its sides were read up to the high
+    /// watermark of the last fetch (only those may count as idle).
+    fn mark_caught_up(&mut self, source: &EventSource) {
+        for task in self.tasks.values_mut() {
+            for side in SIDES {
+                let tp = (side, task.partition);
+                let caught_up =
+                    source
+                        .cached_watermarks(side, task.partition)
+                        .is_some_and(|(low, high)| {
+                            self.positions.get(&tp).copied().unwrap_or(low) >= high
+                        });
+                task.set_caught_up(side, caught_up);
+            }
+        }
     }
 
     /// Close ready windows, score them and wait for the scores to be
