@@ -275,16 +275,24 @@ pub async fn run(mut cfg: Config, args: &EvalArgs) -> Result<()> {
         if args.truth.is_some() { "3/3" } else { "5/5" },
         origin.scores_topic
     );
-    let (scores, versions) = session::read_scores(&cfg, &origin.scores_topic.clone())?;
+    let (scores, versions) = session::read_scores(&cfg, &origin.scores_topic)?;
     let (report, _) = build_report(&cfg, &truth, &scores, versions, origin, started)?;
-    println!();
-    print!("{}", table::render(&report));
+    // With `--json -` stdout is for the JSON alone; the table goes to stderr.
+    let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
+    let say = |text: String| {
+        if json_to_stdout {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+    };
+    say(format!("\n{}", table::render(&report)));
     let (json_at, html_at) = write_reports(
         &report,
         &args.out,
         args.json.as_deref(),
         args.html.as_deref(),
     )?;
-    println!("\nreports: {json_at}, {}", html_at.display());
+    say(format!("\nreports: {json_at}, {}\n", html_at.display()));
     Ok(())
 }
