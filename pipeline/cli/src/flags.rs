@@ -122,7 +122,7 @@ pub struct EvalArgs {
     /// and optionally first_request_ms; see docs/DETECTION.md), instead of
     /// generating a scenario. The pipeline is run over the configured event
     /// topics into a fresh scores topic, unless --scores-topic is given.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["scenario", "seed"])]
     pub truth: Option<PathBuf>,
     /// With --truth: the scores were already written to this topic; read and
     /// evaluate them without running the pipeline.
