@@ -15,6 +15,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::metrics::{quantile, CurvePoint, Quality, StyleQuality};
 use super::report::{EvalReport, Levels};
+use super::table::{minutes, FP_GAP, RECALL_GAP};
 
 type PlotResult<T> = Result<T, Box<dyn Error>>;
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
@@ -40,10 +41,6 @@ const TITLE: u32 = 22;
 /// Dots drawn per group and side of the elevated threshold: groups have
 /// thousands of accounts, and the SVG must stay small enough to open.
 const MAX_DOTS: usize = 300;
-/// Recall at `high` below which a style is marked as a known gap.
-const GAP_RECALL: f64 = 0.95;
-/// False positives per 1,000 at `high` above which a population is marked.
-const GAP_FP_PER_1000: f64 = 1.0;
 
 /// Time-to-detect axis ticks, in minutes: readable durations on a log scale.
 const TTD_TICKS: [f64; 21] = [
@@ -154,7 +151,7 @@ fn run_info(h: &mut String, report: &EvalReport) {
         ("Scenario", opt(r.scenario.clone())),
         ("Seed", opt(r.seed.map(|s| s.to_string()))),
         ("Scale", opt(r.scale.map(|s| s.to_string()))),
-        ("Span", opt(r.span_hours.map(|s| fmt_minutes(s * 60.0)))),
+        ("Span", opt(r.span_hours.map(|s| minutes(s * 60.0)))),
         ("Exchanges", opt(r.exchanges.map(fmt_count))),
         ("Scores topic", esc(&r.scores_topic)),
         ("Score records", fmt_count(r.scores as u64)),
@@ -211,7 +208,7 @@ fn styles_table(h: &mut String, q: &Quality) {
         );
     }
     for s in &q.styles {
-        let class = if s.high.recall < GAP_RECALL {
+        let class = if s.high.recall < RECALL_GAP {
             " class=\"gap\""
         } else {
             ""
@@ -251,7 +248,7 @@ fn styles_table(h: &mut String, q: &Quality) {
     let _ = writeln!(
         h,
         "<p class=\"note\"><span class=\"gap-key\">Marked rows</span>: recall at high below \
-         {GAP_RECALL:.2}, known gaps. Recall counts accounts never scored as missed; a campaign \
+         {RECALL_GAP:.2}, known gaps. Recall counts accounts never scored as missed; a campaign \
          is detected when one of its accounts is flagged. TTD (time to detect): from the \
          account's first request to the end of its first flagged window, median and p90 over \
          flagged accounts.{}</p>",
@@ -275,7 +272,7 @@ fn populations_table(h: &mut String, q: &Quality) {
         h.push_str("<tr><td colspan=\"6\">No benign accounts in the ground truth.</td></tr>\n");
     }
     for p in &q.populations {
-        let class = if p.fp_per_1000_high > GAP_FP_PER_1000 {
+        let class = if p.fp_per_1000_high > FP_GAP {
             " class=\"gap\""
         } else {
             ""
@@ -296,7 +293,7 @@ fn populations_table(h: &mut String, q: &Quality) {
     let _ = writeln!(
         h,
         "<p class=\"note\"><span class=\"gap-key\">Marked rows</span>: more than \
-         {GAP_FP_PER_1000} false positive per 1,000 accounts at high.</p>"
+         {FP_GAP} false positive per 1,000 accounts at high.</p>"
     );
 }
 
@@ -710,7 +707,7 @@ fn ttd_plot(q: &Quality) -> String {
         chart
             .configure_mesh()
             .disable_y_mesh()
-            .x_label_formatter(&|m| fmt_minutes(*m))
+            .x_label_formatter(&|m| minutes(*m))
             .y_label_formatter(&row_name)
             .x_desc("time from the account's first request to its first flagged window's end")
             .y_desc("attack style")
@@ -881,31 +878,8 @@ fn fmt_count(n: u64) -> String {
     out
 }
 
-/// A duration in minutes as "30s", "45m", "3h10m" or, from two days on,
-/// "2d5h".
-fn fmt_minutes(m: f64) -> String {
-    if !m.is_finite() || m < 0.0 {
-        return "–".to_string();
-    }
-    let secs = (m * 60.0).round() as u64;
-    if secs < 60 {
-        return format!("{secs}s");
-    }
-    let mins = m.round() as u64;
-    let (h, r) = (mins / 60, mins % 60);
-    match (h, r) {
-        (0, _) => format!("{mins}m"),
-        (h, _) if h >= 48 => match h % 24 {
-            0 => format!("{}d", h / 24),
-            rh => format!("{}d{rh}h", h / 24),
-        },
-        (h, 0) => format!("{h}h"),
-        (h, r) => format!("{h}h{r}m"),
-    }
-}
-
 fn fmt_opt_minutes(m: Option<f64>) -> String {
-    m.map_or_else(|| "–".to_string(), fmt_minutes)
+    m.map_or_else(|| "–".to_string(), minutes)
 }
 
 #[cfg(test)]
@@ -1155,14 +1129,14 @@ mod tests {
 
     #[test]
     fn durations_read_like_durations() {
-        assert_eq!(fmt_minutes(0.5), "30s");
-        assert_eq!(fmt_minutes(45.0), "45m");
-        assert_eq!(fmt_minutes(60.0), "1h");
-        assert_eq!(fmt_minutes(190.0), "3h10m");
-        assert_eq!(fmt_minutes(47.0 * 60.0), "47h");
-        assert_eq!(fmt_minutes(50.0 * 60.0 + 20.0), "2d2h");
-        assert_eq!(fmt_minutes(2_880.0), "2d");
-        assert_eq!(fmt_minutes(f64::NAN), "–");
+        assert_eq!(minutes(0.5), "30s");
+        assert_eq!(minutes(45.0), "45m");
+        assert_eq!(minutes(60.0), "1h");
+        assert_eq!(minutes(190.0), "3h10m");
+        assert_eq!(minutes(47.0 * 60.0), "47h");
+        assert_eq!(minutes(50.0 * 60.0 + 20.0), "2d2h");
+        assert_eq!(minutes(2_880.0), "2d");
+        assert_eq!(minutes(f64::NAN), "–");
         assert_eq!(fmt_opt_minutes(None), "–");
     }
 

@@ -5,15 +5,26 @@ use std::fmt::Write as _;
 use super::metrics::StyleQuality;
 use super::report::EvalReport;
 
-/// A duration in minutes as `45m`, `3h10m` or `2d4h`.
+/// A duration in minutes as "30s", "45m", "3h10m" or, from two days on,
+/// "2d5h".
 pub fn minutes(m: f64) -> String {
-    let m = m.round() as i64;
-    if m < 60 {
-        format!("{m}m")
-    } else if m < 24 * 60 {
-        format!("{}h{:02}m", m / 60, m % 60)
-    } else {
-        format!("{}d{:02}h", m / (24 * 60), (m % (24 * 60)) / 60)
+    if !m.is_finite() || m < 0.0 {
+        return "–".to_string();
+    }
+    let secs = (m * 60.0).round() as u64;
+    if secs < 60 {
+        return format!("{secs}s");
+    }
+    let mins = m.round() as u64;
+    let (h, r) = (mins / 60, mins % 60);
+    match (h, r) {
+        (0, _) => format!("{mins}m"),
+        (h, _) if h >= 48 => match h % 24 {
+            0 => format!("{}d", h / 24),
+            rh => format!("{}d{rh}h", h / 24),
+        },
+        (h, 0) => format!("{h}h"),
+        (h, r) => format!("{h}h{r}m"),
     }
 }
 
@@ -187,9 +198,10 @@ mod tests {
 
     #[test]
     fn minutes_read_naturally() {
-        assert_eq!(minutes(0.4), "0m");
+        assert_eq!(minutes(0.4), "24s");
         assert_eq!(minutes(45.0), "45m");
         assert_eq!(minutes(190.0), "3h10m");
-        assert_eq!(minutes(3.0 * 1440.0 + 125.0), "3d02h");
+        assert_eq!(minutes(1440.0 + 125.0), "26h5m");
+        assert_eq!(minutes(3.0 * 1440.0 + 125.0), "3d2h");
     }
 }
