@@ -101,7 +101,7 @@ pub async fn run(mut cfg: Config, args: &DemoArgs) -> Result<()> {
         counters: session::counter_rows(&metrics),
         fault_checks: eval::fault_checks(&traffic, &metrics),
     };
-    let (report, _) = eval::build_report(&cfg, &traffic.truth, &scores, versions, origin, started)?;
+    let report = eval::build_report(&cfg, &traffic.truth, &scores, versions, origin, started)?;
     print!("{}", eval::table::render(&report));
     let (json_at, html_at) = eval::write_reports(&report, &args.out, None, None)?;
     println!(

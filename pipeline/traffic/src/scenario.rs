@@ -243,21 +243,12 @@ struct RawRelease {
 impl Scenario {
     /// A shipped scenario by name, or a file path.
     pub fn load(name_or_path: &str) -> Result<Scenario, ScenarioError> {
-        if let Some((_, text)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
-            return Scenario::parse(text, &format!("{name_or_path} (built in)"));
-        }
         let path = Path::new(name_or_path);
-        if path.extension().is_some_and(|e| e == "toml") || path.exists() {
+        let builtin = BUILTIN.iter().any(|(n, _)| *n == name_or_path);
+        if !builtin && (path.extension().is_some_and(|e| e == "toml") || path.exists()) {
             return Scenario::from_file(path);
         }
-        Err(ScenarioError::Unknown {
-            name: name_or_path.to_string(),
-            known: BUILTIN
-                .iter()
-                .map(|(n, _)| *n)
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+        Scenario::builtin(name_or_path)
     }
 
     pub fn builtin(name: &str) -> Result<Scenario, ScenarioError> {
@@ -494,5 +485,14 @@ mod tests {
         assert!(Scenario::parse(base, "test").is_ok());
         let e = Scenario::load("no-such-scenario").unwrap_err().to_string();
         assert!(e.contains("eval"), "{e}");
+        let file = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/scenarios/ci.toml"
+        );
+        assert_eq!(Scenario::load(file).unwrap().name, "ci");
+        let e = Scenario::load("/no/such/file.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/no/such/file.toml"), "{e}");
     }
 }

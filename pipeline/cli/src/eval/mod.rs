@@ -22,7 +22,7 @@ use distill_watch_traffic::{truth, Traffic, TruthRow};
 
 use crate::flags::EvalArgs;
 use crate::session;
-use metrics::{evaluate, summarise, AccountSummary, ScoreRow};
+use metrics::{evaluate, summarise, ScoreRow};
 use report::{EvalReport, Levels, RunInfo};
 
 /// Where the inputs of an evaluation came from, for the report.
@@ -63,10 +63,7 @@ pub fn build_report(
     model_versions: Vec<String>,
     origin: Origin,
     started: Instant,
-) -> Result<(
-    EvalReport,
-    std::collections::BTreeMap<String, AccountSummary>,
-)> {
+) -> Result<EvalReport> {
     let model = ScoringModel::load(&cfg.jobs.scoring).with_context(|| {
         format!(
             "reading level thresholds from {}",
@@ -103,7 +100,7 @@ pub fn build_report(
         counters: origin.counters,
         fault_checks: origin.fault_checks,
     };
-    Ok((report, summaries))
+    Ok(report)
 }
 
 /// Write the JSON and HTML reports; returns their paths.
@@ -276,7 +273,7 @@ pub async fn run(mut cfg: Config, args: &EvalArgs) -> Result<()> {
         origin.scores_topic
     );
     let (scores, versions) = session::read_scores(&cfg, &origin.scores_topic)?;
-    let (report, _) = build_report(&cfg, &truth, &scores, versions, origin, started)?;
+    let report = build_report(&cfg, &truth, &scores, versions, origin, started)?;
     // With `--json -` stdout is for the JSON alone; the table goes to stderr.
     let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
     let say = |text: String| {
