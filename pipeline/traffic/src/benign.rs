@@ -3217,11 +3217,11 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use apache_avro::types::Value;
-    use distill_watch::schemas::{unframe, ContractSchema, SchemaSet};
+    use distill_watch::schemas::SchemaSet;
 
     use super::*;
     use crate::scenario::Realism;
-    use crate::{Record, Traffic};
+    use crate::Traffic;
 
     /// 2026-11-02T00:00:00Z, a Monday.
     const START: i64 = 1_793_577_600_000;
@@ -3261,16 +3261,7 @@ mod tests {
         accounts: BTreeMap<String, A>,
     }
 
-    type Row = BTreeMap<String, Value>;
-
-    fn decode(record: &Record, schema: &ContractSchema) -> Row {
-        let (_, mut body) = unframe(&record.value).expect("framed");
-        let v = apache_avro::from_avro_datum(&schema.avro, &mut body, None).expect("avro");
-        let Value::Record(fields) = v else {
-            panic!("not a record")
-        };
-        fields.into_iter().collect()
-    }
+    use crate::tests::{decode, Row};
 
     fn get<'a>(row: &'a Row, k: &str) -> &'a Value {
         match &row[k] {

@@ -24,9 +24,12 @@ fn traffic() -> &'static Traffic {
     T.get_or_init(|| generate(ci(), 7, 0.5))
 }
 
-type Row = BTreeMap<String, Value>;
+/// A decoded record, field by field (shared by the populations' tests).
+pub(crate) type Row = BTreeMap<String, Value>;
 
-fn decode(record: &Record, schema: &ContractSchema) -> Row {
+/// Decode one generated record with apache-avro: Confluent framing with the
+/// schema's id, exactly one datum.
+pub(crate) fn decode(record: &Record, schema: &ContractSchema) -> Row {
     let (id, mut body) = unframe(&record.value).expect("Confluent framing");
     assert_eq!(id, schema.id);
     let v = apache_avro::from_avro_datum(&schema.avro, &mut body, None).expect("valid Avro");
