@@ -19,6 +19,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::producer::Producer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -519,4 +520,152 @@ fn producing_to_an_unknown_topic() {
         deliver(&topic).expect("nisshi creates the topic on produce");
         assert!(partition_count(&topic) > 0, "the topic exists now");
     }
+}
+
+/// Every record of `topic` a `read_committed` consumer sees, to the end of
+/// each partition (EOF events, so the last stable offset must move for this
+/// to return).
+fn read_committed_values(topic: &str) -> Vec<String> {
+    let mut cc = client_config();
+    cc.set("group.id", unique_name("read-committed"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false");
+    distill_watch::source::read_to_end(&cc, topic, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("reading {topic} read_committed: {e}"))
+        .iter()
+        .map(|m| String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap())
+        .collect()
+}
+
+fn transactional(
+    id: &str,
+) -> rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> {
+    let mut cc = client_config();
+    cc.set("transactional.id", id)
+        .set("message.timeout.ms", "30000");
+    let p: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        cc.create().expect("transactional producer");
+    p.init_transactions(TIMEOUT).expect("init_transactions");
+    p
+}
+
+fn send_value(
+    p: &rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    topic: &str,
+    value: &str,
+) {
+    p.send(
+        rdkafka::producer::BaseRecord::<str, str>::to(topic)
+            .partition(0)
+            .key("k")
+            .payload(value),
+    )
+    .map_err(|(e, _)| e)
+    .expect("enqueue");
+}
+
+/// (h) Exactly-once as the worker uses it: input offsets sent in a
+/// transaction become the group's committed offsets when it commits and not
+/// when it aborts; a producer initialised with the transactional.id of one
+/// that left a transaction open (a crashed or fenced owner) ends that
+/// transaction, so readers are not held back, and fences the old producer;
+/// a `read_committed` reader sees committed records only (not on nisshi).
+#[test]
+fn offsets_in_a_transaction_commit_with_it_and_a_new_owner_fences_the_old() {
+    let input = unique_name("txn-in");
+    let output = unique_name("txn-out");
+    let group = unique_name("txn-group");
+    create_topics(&[TopicSpec::new(&input, 2), TopicSpec::new(&output, 1)]);
+    let mut all = records(&input, 0, 10);
+    all.extend(records(&input, 1, 10));
+    produce(&producer_config(), &all);
+
+    let consumer: BaseConsumer = group_consumer_config(&group).create().expect("consumer");
+    consumer.subscribe(&[&input]).expect("subscribe");
+    wait_for_assignment(&consumer, Duration::from_secs(40));
+    let group_metadata = consumer.group_metadata().expect("group metadata");
+    let offsets = |a: i64, b: i64| {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&input, 0, Offset::Offset(a))
+            .unwrap();
+        tpl.add_partition_offset(&input, 1, Offset::Offset(b))
+            .unwrap();
+        tpl
+    };
+    let committed = || -> Vec<Offset> {
+        let probe: BaseConsumer = group_consumer_config(&group).create().expect("probe");
+        let mut q = TopicPartitionList::new();
+        q.add_partition(&input, 0);
+        q.add_partition(&input, 1);
+        probe
+            .committed_offsets(q, TIMEOUT)
+            .expect("committed_offsets")
+            .elements()
+            .iter()
+            .map(|e| e.offset())
+            .collect()
+    };
+
+    let txn_id = unique_name("txn-id");
+    let p = transactional(&txn_id);
+    p.begin_transaction().unwrap();
+    for v in ["a", "b", "c"] {
+        send_value(&p, &output, v);
+    }
+    p.send_offsets_to_transaction(&offsets(4, 6), &group_metadata, TIMEOUT)
+        .expect("offsets in the transaction");
+    p.commit_transaction(TIMEOUT).expect("commit");
+    assert_eq!(committed(), vec![Offset::Offset(4), Offset::Offset(6)]);
+
+    p.begin_transaction().unwrap();
+    send_value(&p, &output, "aborted");
+    p.send_offsets_to_transaction(&offsets(8, 9), &group_metadata, TIMEOUT)
+        .unwrap();
+    // On the broker, not just queued (abort would purge a queued record).
+    p.flush(TIMEOUT).expect("flush");
+    p.abort_transaction(TIMEOUT).expect("abort");
+    assert_eq!(
+        committed(),
+        vec![Offset::Offset(4), Offset::Offset(6)],
+        "an aborted transaction's offsets are not committed"
+    );
+
+    // The owner leaves a transaction open (records on the broker, never
+    // committed), then a new owner starts with the same transactional.id.
+    p.begin_transaction().unwrap();
+    send_value(&p, &output, "left-open");
+    p.flush(TIMEOUT).expect("flush");
+    let next = transactional(&txn_id);
+    next.begin_transaction().unwrap();
+    send_value(&next, &output, "d");
+    next.commit_transaction(TIMEOUT).expect("new owner commits");
+    let seen = read_committed_values(&output);
+    if broker_is_nisshi() {
+        // BROKER FAULT (nisshi 0.7.0-pre.2): aborted records are not hidden
+        // from read_committed consumers. Its fetch answers no aborted
+        // transactions (dynostore's `aborted_transactions` returns an empty
+        // list), so clients cannot filter them; an earlier check passed only
+        // because librdkafka purges records still queued at abort. Records
+        // of a transaction that was open when its producer died stay visible
+        // after the next owner aborts it. The worker sends a cycle's
+        // checkpoint only after its scores were acknowledged, so a visible
+        // aborted checkpoint always comes with all its scores (the next
+        // owner resumes after them); only a death between the first score
+        // reaching the broker and the checkpoint doing so leaves duplicates
+        // (byte-identical) on this broker. If this fails because the records
+        // are hidden now, nisshi was fixed: drop this branch.
+        assert_eq!(
+            seen,
+            vec!["a", "b", "c", "aborted", "left-open", "d"],
+            "nisshi now hides aborted records; update this test"
+        );
+    } else {
+        assert_eq!(
+            seen,
+            vec!["a", "b", "c", "d"],
+            "aborted and abandoned records hidden, and the reader not held back"
+        );
+    }
+    let zombie = p.commit_transaction(TIMEOUT);
+    assert!(zombie.is_err(), "the old owner is fenced: {zombie:?}");
 }

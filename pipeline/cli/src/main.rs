@@ -73,12 +73,24 @@ async fn run(mut cfg: Config, args: &RunArgs) -> Result<()> {
     if args.exit_at_eof {
         cfg.worker.exit_at_eof = true;
     }
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let summary = distill_watch::worker::run(&cfg, shutdown).await?;
+    let summary = distill_watch::worker::run(&cfg, stop_signal()?).await?;
     println!("{}", summary.metrics);
     Ok(())
+}
+
+/// Resolves on SIGTERM (what Kubernetes and systemd send) or SIGINT. The
+/// worker then stops polling, emits nothing partial, commits what is
+/// complete and returns.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
 }
 
 fn scenarios() {

@@ -35,7 +35,7 @@ pub fn topic_specs(cfg: &Config, partitions: i32) -> Vec<TopicSpec> {
         TopicSpec::new(&t.accounts, partitions).compacted(),
         TopicSpec::new(&t.scores, partitions),
         TopicSpec::new(&t.dlq, 1),
-        TopicSpec::new(&t.checkpoints, 1).compacted(),
+        TopicSpec::new(&t.checkpoints, partitions).compacted(),
     ]
 }
 

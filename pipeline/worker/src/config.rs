@@ -12,6 +12,11 @@ use serde::{Deserialize, Deserializer};
 pub const DEFAULTS_TOML: &str = include_str!("../../../deploy/distill-watch.toml");
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "DISTILL_WATCH_";
+/// Variables under [`ENV_PREFIX`] that are not configuration keys: the
+/// command line's own (`DISTILL_WATCH_CONFIG`, `DISTILL_WATCH_DEMO_BROKER`),
+/// the local broker's (`_CACHE`, `_NISSHI`) and the tests' (`_TEST_BROKER`).
+/// No configuration section has these names.
+const ENV_NOT_CONFIG: [&str; 5] = ["config", "demo", "cache", "nisshi", "test"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -76,8 +81,6 @@ pub struct WindowConfig {
     #[serde(deserialize_with = "de_duration")]
     pub max_response_delay: Duration,
     #[serde(deserialize_with = "de_duration")]
-    pub idle_timeout: Duration,
-    #[serde(deserialize_with = "de_duration")]
     pub max_future_skew: Duration,
 }
 
@@ -97,6 +100,23 @@ pub struct WorkerConfig {
     pub exit_at_eof: bool,
     #[serde(deserialize_with = "de_duration")]
     pub produce_timeout: Duration,
+    pub delivery: Delivery,
+    #[serde(deserialize_with = "de_duration")]
+    pub commit_interval: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub group_done_timeout: Duration,
+}
+
+/// How outputs and input offsets are committed (see `[worker] delivery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Scores, DLQ records, checkpoints and input offsets of a cycle in one
+    /// Kafka transaction per partition pair.
+    ExactlyOnce,
+    /// Outputs acknowledged, then offsets committed: a crash in between
+    /// repeats that cycle's outputs (identical bytes).
+    AtLeastOnce,
 }
 
 impl Config {
@@ -253,6 +273,9 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
     };
     let rest = rest.to_ascii_lowercase();
     let (section, key) = rest.split_once('_').unwrap_or((rest.as_str(), ""));
+    if ENV_NOT_CONFIG.contains(&section) {
+        return Ok(());
+    }
     let unknown = || ConfigError::UnknownEnv {
         var: var.to_string(),
         section: section.to_string(),
@@ -374,6 +397,36 @@ mod tests {
             Some("pw")
         );
         assert_eq!(c.consumer_config().get("fetch.wait.max.ms"), Some("100"));
+    }
+
+    #[test]
+    fn the_command_lines_own_variables_are_not_configuration_keys() {
+        let env: Vec<(String, String)> = [
+            "DISTILL_WATCH_CONFIG",
+            "DISTILL_WATCH_DEMO_BROKER",
+            "DISTILL_WATCH_CACHE",
+            "DISTILL_WATCH_NISSHI",
+            "DISTILL_WATCH_TEST_BROKER",
+        ]
+        .iter()
+        .map(|v| (v.to_string(), "x".to_string()))
+        .collect();
+        let c = Config::from_parts(None, &env).unwrap();
+        assert_eq!(c.kafka.group_id, "distill-watch");
+        // A typo in a real section is still an error.
+        let typo = vec![("DISTILL_WATCH_KAFKA_GROUP".to_string(), "g".to_string())];
+        assert!(Config::from_parts(None, &typo).is_err());
+    }
+
+    #[test]
+    fn delivery_defaults_to_exactly_once_and_takes_at_least_once() {
+        assert_eq!(Config::defaults().worker.delivery, Delivery::ExactlyOnce);
+        let env = vec![(
+            "DISTILL_WATCH_WORKER_DELIVERY".to_string(),
+            "at_least_once".to_string(),
+        )];
+        let c = Config::from_parts(None, &env).unwrap();
+        assert_eq!(c.worker.delivery, Delivery::AtLeastOnce);
     }
 
     #[test]

@@ -6,7 +6,6 @@
 //! broker-backed path is exercised by the integration tests.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use crate::decode::{RawMessage, RecordDecoder};
 use crate::enrich::AccountTable;
@@ -76,10 +75,8 @@ pub async fn score_stream(
         size_ms: detector.jobs.window_ms,
         out_of_orderness_ms,
         max_response_delay_ms: detector.max_response_delay_ms,
-        idle_timeout: Duration::from_secs(3600),
     };
-    let now = Instant::now();
-    let mut windows = PartitionWindows::new(0, spec, now);
+    let mut windows = PartitionWindows::new(0, spec);
     let mut decoders = [
         RecordDecoder::new(&set.request, 8192, 300_000)?,
         RecordDecoder::new(&set.response, 8192, 300_000)?,
@@ -113,9 +110,9 @@ pub async fn score_stream(
             Side::Requests => out.metrics.out_of_order_requests += placed.out_of_order as u64,
             Side::Responses => out.metrics.out_of_order_responses += placed.out_of_order as u64,
         }
-        close(detector, &mut windows, &accounts, now, false, &mut out).await?;
+        close(detector, &mut windows, &accounts, false, &mut out).await?;
     }
-    close(detector, &mut windows, &accounts, now, true, &mut out).await?;
+    close(detector, &mut windows, &accounts, true, &mut out).await?;
     Ok(out)
 }
 
@@ -123,11 +120,10 @@ async fn close(
     detector: &Detector,
     windows: &mut PartitionWindows,
     accounts: &AccountTable,
-    now: Instant,
     flush: bool,
     out: &mut SimOutput,
 ) -> Result<(), ProcessError> {
-    while let Some(w) = windows.close_next(now, flush) {
+    while let Some(w) = windows.close_next(flush) {
         let end = w.end;
         let mut r = detector.score_window(w, accounts).await?;
         windows.note_matched(end, std::mem::take(&mut r.matched_next));

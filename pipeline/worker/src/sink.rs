@@ -1,21 +1,27 @@
 //! Avro encoding of risk scores and producing to Kafka: scores to
 //! `risk.scores.v1`, rejected input to the DLQ.
 //!
-//! Nothing is considered sent until the broker acknowledged it; the worker
-//! commits input offsets only after [`Sink::send_scores`] and
-//! [`Sink::flush_dlq`] returned `Ok`.
+//! Each partition pair commits its outputs with its input offsets as one
+//! [`Cycle`]: in one Kafka transaction (exactly-once), or acknowledged
+//! before the offsets are committed (at-least-once).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use apache_avro::types::Value;
 use futures::future::join_all;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::TopicPartitionList;
 
-use crate::decode::{RawMessage, Reject};
+use crate::checkpoint::Checkpoints;
+use crate::config::{Config, Delivery};
+use crate::decode::{RawMessage, Reject, RejectKind};
 use crate::schemas::{encode_framed, SchemaSet};
 use crate::score::RiskScore;
+use crate::window::Resume;
 
 /// Record headers on produced scores. They carry what must stay out of the
 /// value to keep it a pure function of the input.
@@ -41,6 +47,18 @@ pub enum SinkError {
     Canceled { topic: String },
     #[error("encoding a RiskScore: {0}")]
     Encode(#[from] apache_avro::Error),
+    #[error("creating a producer: {0}")]
+    Client(#[source] KafkaError),
+    #[error("transaction of partition {partition}: {source}")]
+    Transaction {
+        partition: i32,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("the consumer has no group metadata to commit offsets in a transaction with (not in a group yet?)")]
+    NoGroupMetadata,
+    #[error("committing offsets: {0}")]
+    Commit(String),
 }
 
 /// Encode one score as a Confluent-framed `RiskScore`.
@@ -114,41 +132,179 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-pub struct Sink {
-    producer: FutureProducer,
-    scores_topic: String,
-    dlq_topic: String,
-    worker: String,
-    queue_timeout: Duration,
-    pending_dlq: Vec<DeliveryFuture>,
+/// Wait for every delivery; the first failure is the error.
+async fn await_all(deliveries: Vec<(&String, DeliveryFuture)>) -> Result<(), SinkError> {
+    for (topic, result) in join_all(
+        deliveries
+            .into_iter()
+            .map(|(t, f)| async move { (t, f.await) }),
+    )
+    .await
+    {
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err((source, _))) => {
+                return Err(SinkError::Produce {
+                    topic: topic.clone(),
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(SinkError::Canceled {
+                    topic: topic.clone(),
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
-impl Sink {
-    pub fn new(
-        producer: FutureProducer,
-        scores_topic: String,
-        dlq_topic: String,
-        queue_timeout: Duration,
-    ) -> Self {
-        Sink {
+/// A rejected input message on its way to the DLQ.
+#[derive(Debug, Clone)]
+pub struct DlqRecord {
+    pub source_topic: String,
+    pub msg: RawMessage,
+    pub kind: RejectKind,
+    pub detail: String,
+}
+
+impl DlqRecord {
+    pub fn new(source_topic: &str, msg: &RawMessage, reject: &Reject) -> Self {
+        DlqRecord {
+            source_topic: source_topic.to_string(),
+            msg: msg.clone(),
+            kind: reject.kind,
+            detail: reject.detail.clone(),
+        }
+    }
+}
+
+/// Everything one partition pair emits and commits together.
+#[derive(Debug, Default)]
+pub struct Cycle {
+    pub scores: Vec<RiskScore>,
+    pub dlq: Vec<DlqRecord>,
+    /// Per input topic of the pair: the checkpoint, whose offset is also
+    /// the one committed.
+    pub checkpoints: Vec<(String, Resume)>,
+}
+
+impl Cycle {
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty() && self.dlq.is_empty() && self.checkpoints.is_empty()
+    }
+}
+
+/// The producer of one partition pair. With exactly-once delivery it is
+/// transactional with a `transactional.id` derived from the group and the
+/// partition, so whoever owns the partition next fences this one (and aborts
+/// what it left open) when it starts.
+pub struct PairSink {
+    producer: FutureProducer,
+    transactional: bool,
+    partition: i32,
+    scores_topic: String,
+    dlq_topic: String,
+    checkpoints_topic: String,
+    checkpoint_partition: i32,
+    timeout: Duration,
+    worker: String,
+}
+
+/// `transactional.id` of partition `p`'s producer.
+pub fn transactional_id(cfg: &Config, partition: i32) -> String {
+    format!(
+        "{}.{}.{}",
+        cfg.kafka.group_id, cfg.topics.requests, partition
+    )
+}
+
+impl PairSink {
+    /// Create (and with exactly-once, initialise: blocking) the producer of
+    /// `partition`.
+    pub fn new(cfg: &Config, partition: i32, checkpoints: &Checkpoints) -> Result<Self, SinkError> {
+        let transactional = cfg.worker.delivery == Delivery::ExactlyOnce;
+        let mut cc = cfg.producer_config();
+        cc.set(
+            "message.timeout.ms",
+            cfg.worker.produce_timeout.as_millis().to_string(),
+        );
+        if !cfg.producer.contains_key("linger.ms") && !cfg.librdkafka.contains_key("linger.ms") {
+            cc.set("linger.ms", "5");
+        }
+        if transactional {
+            cc.set("transactional.id", transactional_id(cfg, partition));
+        }
+        let producer: FutureProducer = cc.create().map_err(SinkError::Client)?;
+        if transactional {
+            let timeout = cfg.worker.produce_timeout;
+            tokio::task::block_in_place(|| producer.init_transactions(timeout))
+                .map_err(|source| SinkError::Transaction { partition, source })?;
+        }
+        Ok(PairSink {
             producer,
-            scores_topic,
-            dlq_topic,
+            transactional,
+            partition,
+            scores_topic: cfg.topics.scores.clone(),
+            dlq_topic: cfg.topics.dlq.clone(),
+            checkpoints_topic: checkpoints.topic.clone(),
+            checkpoint_partition: checkpoints.partition_for(partition),
+            timeout: cfg.worker.produce_timeout,
             worker: worker_id(),
-            queue_timeout,
-            pending_dlq: Vec::new(),
+        })
+    }
+
+    /// Produce `cycle` and commit it with the input `offsets`: in one
+    /// transaction (exactly-once), or acknowledged before `commit_offsets`
+    /// runs (at-least-once). On error nothing of the cycle is committed
+    /// (exactly-once) and the caller must stop using this partition.
+    pub async fn commit(
+        &self,
+        cycle: &Cycle,
+        checkpoints: &Checkpoints,
+        offsets: &TopicPartitionList,
+        group: Option<&ConsumerGroupMetadata>,
+        commit_offsets: impl FnOnce() -> Result<(), SinkError>,
+    ) -> Result<(), SinkError> {
+        let partition = self.partition;
+        let txn = |source| SinkError::Transaction { partition, source };
+        if self.transactional {
+            self.producer.begin_transaction().map_err(txn)?;
+        }
+        let sent = self.send(cycle, checkpoints).await;
+        if self.transactional {
+            let group = group.ok_or(SinkError::NoGroupMetadata)?;
+            let finished = sent.and_then(|()| {
+                tokio::task::block_in_place(|| {
+                    self.producer
+                        .send_offsets_to_transaction(offsets, group, self.timeout)?;
+                    self.producer.commit_transaction(self.timeout)
+                })
+                .map_err(txn)
+            });
+            if let Err(e) = finished {
+                // Leave nothing open behind: a dangling transaction would
+                // hold read_committed consumers back until it times out.
+                let _ =
+                    tokio::task::block_in_place(|| self.producer.abort_transaction(self.timeout));
+                return Err(e);
+            }
+            Ok(())
+        } else {
+            sent?;
+            commit_offsets()
         }
     }
 
-    /// Produce every score, keyed by account, and wait for all
-    /// acknowledgements. Returns the number sent.
-    pub async fn send_scores(&self, scores: &[RiskScore]) -> Result<usize, SinkError> {
+    /// Produce every record of `cycle` and wait for the acknowledgements.
+    async fn send(&self, cycle: &Cycle, checkpoints: &Checkpoints) -> Result<(), SinkError> {
         let processed_at = now_ms().to_string();
-        let mut payloads = Vec::with_capacity(scores.len());
-        for s in scores {
+        let mut payloads = Vec::with_capacity(cycle.scores.len());
+        for s in &cycle.scores {
             payloads.push(encode_score(s)?);
         }
-        let sends = scores.iter().zip(&payloads).map(|(s, payload)| {
+        let mut deliveries = Vec::new();
+        for (s, payload) in cycle.scores.iter().zip(&payloads) {
             let headers = OwnedHeaders::new()
                 .insert(Header {
                     key: HEADER_PROCESSED_AT,
@@ -162,43 +318,28 @@ impl Sink {
                 .key(s.account_id.as_bytes())
                 .payload(payload.as_slice())
                 .headers(headers);
-            self.producer
-                .send(record, Timeout::After(self.queue_timeout))
-        });
-        for result in join_all(sends).await {
-            result.map_err(|(source, _)| SinkError::Produce {
-                topic: self.scores_topic.clone(),
-                source,
-            })?;
+            deliveries.push((&self.scores_topic, self.enqueue(record).await?));
         }
-        Ok(scores.len())
-    }
-
-    /// Queue a rejected message for the DLQ: original key and value, with
-    /// headers saying why and where from. Confirmed by [`Sink::flush_dlq`].
-    pub async fn send_dlq(
-        &mut self,
-        source_topic: &str,
-        msg: &RawMessage,
-        reject: &Reject,
-    ) -> Result<(), SinkError> {
-        let partition = msg.partition.to_string();
-        let offset = msg.offset.to_string();
-        let timestamp = msg.timestamp_ms.map(|t| t.to_string()).unwrap_or_default();
-        let mut attempts = 0;
-        loop {
+        for d in &cycle.dlq {
+            let partition = d.msg.partition.to_string();
+            let offset = d.msg.offset.to_string();
+            let timestamp = d
+                .msg
+                .timestamp_ms
+                .map(|t| t.to_string())
+                .unwrap_or_default();
             let headers = OwnedHeaders::new()
                 .insert(Header {
                     key: HEADER_ERROR_KIND,
-                    value: Some(reject.kind.as_str()),
+                    value: Some(d.kind.as_str()),
                 })
                 .insert(Header {
                     key: HEADER_ERROR_MESSAGE,
-                    value: Some(reject.detail.as_str()),
+                    value: Some(d.detail.as_str()),
                 })
                 .insert(Header {
                     key: HEADER_SOURCE_TOPIC,
-                    value: Some(source_topic),
+                    value: Some(d.source_topic.as_str()),
                 })
                 .insert(Header {
                     key: HEADER_SOURCE_PARTITION,
@@ -214,63 +355,63 @@ impl Sink {
                 });
             let mut record: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(&self.dlq_topic).headers(headers);
-            if let Some(k) = msg.key.as_deref() {
+            if let Some(k) = d.msg.key.as_deref() {
                 record = record.key(k);
             }
-            if let Some(p) = msg.payload.as_deref() {
+            if let Some(p) = d.msg.payload.as_deref() {
                 record = record.payload(p);
             }
+            deliveries.push((&self.dlq_topic, self.enqueue(record).await?));
+        }
+        await_all(deliveries).await?;
+        // The checkpoint goes last, once every score and DLQ record was
+        // acknowledged: a broker that shows aborted records (see
+        // integration-tests/tests/broker_behaviour.rs) then never shows a
+        // checkpoint without the records it vouches for.
+        let values: Vec<(String, String)> = cycle
+            .checkpoints
+            .iter()
+            .map(|(topic, r)| (checkpoints.key(topic, self.partition), r.encode()))
+            .collect();
+        let mut deliveries = Vec::new();
+        for (k, v) in &values {
+            let record = FutureRecord::to(&self.checkpoints_topic)
+                .partition(self.checkpoint_partition)
+                .key(k.as_str())
+                .payload(v.as_str());
+            deliveries.push((&self.checkpoints_topic, self.enqueue(record).await?));
+        }
+        await_all(deliveries).await
+    }
+
+    /// Queue one record, waiting for room when the local queue is full.
+    async fn enqueue<K, P>(
+        &self,
+        record: FutureRecord<'_, K, P>,
+    ) -> Result<DeliveryFuture, SinkError>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        P: rdkafka::message::ToBytes + ?Sized,
+    {
+        let mut record = record;
+        let deadline = Instant::now() + self.timeout;
+        loop {
             match self.producer.send_result(record) {
-                Ok(fut) => {
-                    self.pending_dlq.push(fut);
-                    return Ok(());
+                Ok(f) => return Ok(f),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                    if Instant::now() < deadline =>
+                {
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    _,
-                )) if attempts < 3 => {
-                    // The local queue is full of earlier DLQ records: wait for
-                    // them, then retry this one.
-                    attempts += 1;
-                    self.flush_dlq().await?;
-                }
-                Err((source, _)) => {
+                Err((source, r)) => {
                     return Err(SinkError::Produce {
-                        topic: self.dlq_topic.clone(),
+                        topic: r.topic.to_string(),
                         source,
                     })
                 }
             }
         }
-    }
-
-    /// Wait until every queued DLQ record was acknowledged.
-    pub async fn flush_dlq(&mut self) -> Result<usize, SinkError> {
-        let pending = std::mem::take(&mut self.pending_dlq);
-        let n = pending.len();
-        for result in join_all(pending).await {
-            match result {
-                Ok(Ok(_)) => {}
-                Ok(Err((source, _))) => {
-                    return Err(SinkError::Produce {
-                        topic: self.dlq_topic.clone(),
-                        source,
-                    })
-                }
-                Err(_) => {
-                    return Err(SinkError::Canceled {
-                        topic: self.dlq_topic.clone(),
-                    })
-                }
-            }
-        }
-        Ok(n)
-    }
-
-    pub fn has_pending_dlq(&self) -> bool {
-        !self.pending_dlq.is_empty()
     }
 }
 

@@ -381,6 +381,24 @@ impl EventSource {
         Ok(())
     }
 
+    /// The group membership to commit offsets with inside a transaction
+    /// (so a broker can fence a member that was rebalanced away).
+    pub fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
+        self.consumer.group_metadata()
+    }
+
+    /// `offsets` as a Kafka partition list.
+    pub fn offset_list(
+        &self,
+        offsets: &[(TopicPartition, i64)],
+    ) -> Result<TopicPartitionList, SourceError> {
+        let mut tpl = TopicPartitionList::new();
+        for &((side, p), offset) in offsets {
+            tpl.add_partition_offset(self.topic(side), p, Offset::Offset(offset))?;
+        }
+        Ok(tpl)
+    }
+
     /// See [`cached_watermarks`].
     pub fn cached_watermarks(&self, side: Side, partition: i32) -> Option<(i64, i64)> {
         cached_watermarks(self.consumer.client(), self.topic(side), partition)
@@ -414,6 +432,65 @@ pub fn cached_watermarks<C: ClientContext>(
     };
     (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
         .then_some((low, high))
+}
+
+/// Partitions of the two event topics whose input the group has not
+/// finished: the group's committed offset is not at the partition's end (a
+/// record is still there to read from it). Probes each topic with its own
+/// consumer (end-of-partition events do not name the topic), reading from
+/// the committed offsets: correct on any Kafka broker, with no reliance on
+/// ListOffsets. Blocking.
+pub fn unfinished_partitions(
+    cfg: &Config,
+    timeout: Duration,
+) -> Result<Vec<TopicPartition>, SourceError> {
+    let mut out = Vec::new();
+    for (side, topic) in [
+        (Side::Requests, &cfg.topics.requests),
+        (Side::Responses, &cfg.topics.responses),
+    ] {
+        let mut cc = cfg.consumer_config();
+        // The group's id, to read its committed offsets; assign() without
+        // subscribe() never joins the group, and nothing is committed.
+        cc.set("group.id", &cfg.kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest");
+        let consumer: BaseConsumer<EofQuietContext> = cc.create_with_context(EofQuietContext)?;
+        let partitions = assign_from_beginning(&consumer, topic, &cfg.kafka.bootstrap_servers)?;
+        let mut tpl = TopicPartitionList::new();
+        for &p in &partitions {
+            tpl.add_partition(topic, p);
+        }
+        let committed = consumer.committed_offsets(tpl, timeout)?;
+        let mut start = TopicPartitionList::new();
+        for e in committed.elements() {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            start.add_partition_offset(topic, e.partition(), offset)?;
+        }
+        consumer.assign(&start)?;
+        let mut waiting: BTreeSet<i32> = partitions.into_iter().collect();
+        let deadline = Instant::now() + timeout;
+        while !waiting.is_empty() && Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                // A record at the committed offset: not finished.
+                Some(Ok(m)) if waiting.remove(&m.partition()) => out.push((side, m.partition())),
+                Some(Ok(_)) => {}
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    waiting.remove(&p);
+                }
+                Some(Err(e)) => return Err(e.into()),
+            }
+        }
+        out.extend(waiting.into_iter().map(|p| (side, p)));
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Assign every partition of `topic` to `consumer`, from the beginning.

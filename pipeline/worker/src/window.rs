@@ -9,12 +9,23 @@
 //! longest response delay, so every response its requests can join with has
 //! been seen.
 //!
-//! Lateness is judged from the event's own side only, never from the other
-//! topic's progress, so the same partition contents yield the same rows in
-//! every window, live or replayed, however the two topics interleave.
+//! Determinism. Whether a row is placed or late is judged from its own side's
+//! watermark over the rows before it in its partition, and a window closes
+//! only when both sides' own watermarks have passed it, so no row judged in
+//! time can find its window already closed. The rows of every window are
+//! therefore a function of the two partitions' contents alone: however the
+//! topics interleave, however fast the worker runs, live or replayed. There is
+//! no idle timeout for the same reason: a wall-clock rule would let a quiet
+//! partition's timing decide what a window holds. The price is latency: a
+//! partition pair whose traffic stops keeps its newest windows open until
+//! events beyond them arrive on both topics, or the input is declared
+//! finished (`flush`, at the end of a bounded run).
+//!
+//! Restarts keep that property: a [`Resume`] checkpoint carries, per side,
+//! the offset to re-read from and the newest event time before it, so a new
+//! owner's watermark replays exactly as the previous owner's did.
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, Instant};
 
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
@@ -44,7 +55,6 @@ pub struct WindowSpec {
     pub size_ms: i64,
     pub out_of_orderness_ms: i64,
     pub max_response_delay_ms: i64,
-    pub idle_timeout: Duration,
 }
 
 impl WindowSpec {
@@ -59,64 +69,77 @@ impl WindowSpec {
 pub struct Resume {
     /// Every window ending at or before this was emitted.
     pub emitted_until: i64,
-    /// The previous owner had read everything before this offset.
+    /// The previous owner had read (and sent to the DLQ what it rejected)
+    /// everything before this offset.
     pub read_to: i64,
+    /// Where to re-read from: the oldest offset an open window held, or the
+    /// read position when none did. `None` in checkpoints of older versions.
+    pub offset: Option<i64>,
+    /// Newest event time among this side's rows before `offset`: the
+    /// watermark the re-read starts from.
+    pub max_before: Option<i64>,
 }
 
 impl Resume {
-    const PREFIX: &'static str = "dw1;";
+    const PREFIX_V1: &'static str = "dw1;";
+    const PREFIX: &'static str = "dw2;";
 
     /// Checkpoint value; parsed back by [`Resume::parse`].
     pub fn encode(&self) -> String {
+        let opt = |v: Option<i64>| v.map_or_else(|| "none".to_string(), |v| v.to_string());
         format!(
-            "{}emitted_until={};read_to={}",
+            "{}emitted_until={};read_to={};offset={};max_before={}",
             Self::PREFIX,
             self.emitted_until,
-            self.read_to
+            self.read_to,
+            opt(self.offset),
+            opt(self.max_before),
         )
     }
 
     pub fn parse(s: &str) -> Option<Resume> {
-        let rest = s.strip_prefix(Self::PREFIX)?;
-        let mut emitted_until = None;
-        let mut read_to = None;
+        let rest = s
+            .strip_prefix(Self::PREFIX)
+            .or_else(|| s.strip_prefix(Self::PREFIX_V1))?;
+        let opt = |v: &str| -> Option<Option<i64>> {
+            if v == "none" {
+                Some(None)
+            } else {
+                v.parse().ok().map(Some)
+            }
+        };
+        let (mut emitted_until, mut read_to, mut offset, mut max_before) = (None, None, None, None);
         for part in rest.split(';') {
             match part.split_once('=')? {
                 ("emitted_until", v) => emitted_until = v.parse().ok(),
                 ("read_to", v) => read_to = v.parse().ok(),
+                ("offset", v) => offset = Some(opt(v)?),
+                ("max_before", v) => max_before = Some(opt(v)?),
                 _ => {}
             }
         }
         Some(Resume {
             emitted_until: emitted_until?,
             read_to: read_to?,
+            offset: offset.flatten(),
+            max_before: max_before.flatten(),
         })
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Clock {
     max_event_time: Option<i64>,
-    last_activity: Instant,
     /// Next offset to read: everything before it was processed.
     position: Option<i64>,
     /// Offsets before this were processed by a previous owner.
     resumed_read_to: Option<i64>,
-    /// Read up to the partition's high watermark: nothing more is there yet.
-    caught_up: bool,
+    /// Offsets before this are not needed by any open window (a previous
+    /// owner's checkpoint said so); rows there are skipped.
+    resume_from: Option<i64>,
 }
 
 impl Clock {
-    fn new(now: Instant) -> Self {
-        Clock {
-            max_event_time: None,
-            last_activity: now,
-            position: None,
-            resumed_read_to: None,
-            caught_up: false,
-        }
-    }
-
     fn watermark(&self, ooo: i64) -> i64 {
         self.max_event_time
             .map_or(i64::MIN, |t| t.saturating_sub(ooo))
@@ -127,6 +150,9 @@ impl Clock {
 struct Pane {
     sides: [Vec<RecordBatch>; 2],
     min_offset: [Option<i64>; 2],
+    /// Per side, the newest event time before the row at `min_offset`: what
+    /// a checkpoint at that offset must carry to replay the watermark.
+    max_before: [Option<i64>; 2],
     /// Request ids of this pane's responses that the previous window's join
     /// already matched (a response can answer a request of either window).
     matched_by_previous: HashSet<String>,
@@ -175,20 +201,25 @@ pub struct PartitionWindows {
 }
 
 impl PartitionWindows {
-    pub fn new(partition: i32, spec: WindowSpec, now: Instant) -> Self {
+    pub fn new(partition: i32, spec: WindowSpec) -> Self {
         PartitionWindows {
             partition,
             spec,
             panes: BTreeMap::new(),
-            clocks: [Clock::new(now), Clock::new(now)],
+            clocks: [Clock::default(), Clock::default()],
             emitted_until: i64::MIN,
         }
     }
 
-    /// Continue where a previous owner committed.
+    /// Continue where a previous owner committed. Call before ingesting.
     pub fn resume(&mut self, side: Side, r: Resume) {
         self.emitted_until = self.emitted_until.max(r.emitted_until);
-        self.clocks[side.idx()].resumed_read_to = Some(r.read_to);
+        let c = &mut self.clocks[side.idx()];
+        c.resumed_read_to = Some(r.read_to);
+        if r.offset.is_some() {
+            c.resume_from = r.offset;
+            c.max_event_time = r.max_before;
+        }
     }
 
     pub fn emitted_until(&self) -> i64 {
@@ -209,22 +240,20 @@ impl PartitionWindows {
 
     /// Record that everything before `next_offset` on `side` was read
     /// (including messages that were rejected and never became rows).
-    pub fn advance_position(&mut self, side: Side, next_offset: i64, now: Instant) {
+    pub fn advance_position(&mut self, side: Side, next_offset: i64) {
         let c = &mut self.clocks[side.idx()];
         c.position = Some(c.position.map_or(next_offset, |p| p.max(next_offset)));
-        c.last_activity = now;
+    }
+
+    /// Whether a previous owner already read the message at `offset` (and
+    /// sent it to the DLQ if it rejected it): it must not be sent again.
+    pub fn previously_read(&self, side: Side, offset: i64) -> bool {
+        let c = &self.clocks[side.idx()];
+        c.resumed_read_to.is_some_and(|r| offset < r) || c.resume_from.is_some_and(|r| offset < r)
     }
 
     pub fn watermark(&self, side: Side) -> i64 {
         self.clocks[side.idx()].watermark(self.spec.out_of_orderness_ms)
-    }
-
-    /// Whether `side` has been read up to its partition's high watermark.
-    /// Only a caught-up side can count as idle: a side with records waiting
-    /// (a replay, a consumer that fetched the other topic first) is slow,
-    /// not idle, and must keep holding windows open.
-    pub fn set_caught_up(&mut self, side: Side, caught_up: bool) {
-        self.clocks[side.idx()].caught_up = caught_up;
     }
 
     /// Place the rows of `batch` (this partition only, in offset order) into
@@ -246,16 +275,26 @@ impl PartitionWindows {
             .clone();
         let msgs = column(batch, MSG_COL)?.as_primitive::<UInt32Type>().clone();
         let spec = self.spec;
+        let emitted_until = self.emitted_until;
         let clock = &mut self.clocks[side.idx()];
-        // Rows grouped by window start, in offset order within each window.
-        let mut by_window: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+        // Rows grouped by window start, in offset order within each window,
+        // with the newest event time before each group's first row.
+        let mut by_window: BTreeMap<i64, (Option<i64>, Vec<u32>)> = BTreeMap::new();
         for row in 0..batch.num_rows() {
             let t = times.value(row);
             let offset = offsets.value(row);
+            if clock.resume_from.is_some_and(|r| offset < r) {
+                // Before the checkpoint: every window that needed it was
+                // emitted, and the checkpoint's watermark already covers it.
+                placed.already_handled += 1;
+                continue;
+            }
             let wm = clock.watermark(spec.out_of_orderness_ms);
+            let max_before = clock.max_event_time;
             let start = spec.start_of(t);
             let end = start + spec.size_ms;
-            // The earliest window that can still need this row.
+            // The earliest window that can need this row (a response can
+            // answer a request of the window before its own).
             let needed_end = match side {
                 Side::Requests => end,
                 Side::Responses => spec.start_of(t - spec.max_response_delay_ms) + spec.size_ms,
@@ -264,71 +303,61 @@ impl PartitionWindows {
                 Side::Requests => needed_end,
                 Side::Responses => needed_end + spec.max_response_delay_ms,
             };
-            let handled_before = clock.resumed_read_to.is_some_and(|r| offset < r)
-                && needed_end <= self.emitted_until;
             if clock.max_event_time.is_some_and(|m| t < m) {
                 placed.out_of_order += 1;
             }
             clock.max_event_time = Some(clock.max_event_time.map_or(t, |m| m.max(t)));
-            if handled_before {
-                placed.already_handled += 1;
-            } else if closes_at <= wm
-                || end <= self.emitted_until
-                || needed_end <= self.emitted_until
-            {
+            let late_by_watermark = closes_at <= wm;
+            if clock.resumed_read_to.is_some_and(|r| offset < r) {
+                // Read before: the watermark replays as it was, so the row is
+                // judged as it was then. Late then means it is in the DLQ
+                // already; otherwise it is needed again only if its own window
+                // (the last that can need it) is still open.
+                if late_by_watermark || end <= emitted_until {
+                    placed.already_handled += 1;
+                    continue;
+                }
+            } else if late_by_watermark || needed_end <= emitted_until {
+                // The second test only fires after a flush (end of input):
+                // otherwise a window closes only once this side's watermark
+                // passed it, which makes the first test fire.
                 placed.late.push(msgs.value(row));
-            } else {
-                by_window.entry(start).or_default().push(row as u32);
-                placed.accepted += 1;
+                continue;
             }
+            by_window
+                .entry(start)
+                .or_insert_with(|| (max_before, Vec::new()))
+                .1
+                .push(row as u32);
+            placed.accepted += 1;
         }
-        for (start, rows) in by_window {
+        for (start, (max_before, rows)) in by_window {
             let first_offset = offsets.value(rows[0] as usize);
             let idx = UInt32Array::from(rows);
             let taken = take_record_batch(batch, &idx)?;
             let pane = self.panes.entry(start).or_default();
             pane.sides[side.idx()].push(taken);
-            let m = &mut pane.min_offset[side.idx()];
-            *m = Some(m.map_or(first_offset, |o| o.min(first_offset)));
+            if pane.min_offset[side.idx()].is_none() {
+                pane.min_offset[side.idx()] = Some(first_offset);
+                pane.max_before[side.idx()] = max_before;
+            }
         }
         Ok(placed)
-    }
-
-    /// Watermark of `side` for closing purposes: an idle side (caught up
-    /// and silent for `idle_timeout`) stops holding the other one back.
-    fn effective_watermark(&self, side: Side, now: Instant) -> i64 {
-        let own = self.watermark(side);
-        let other_side = match side {
-            Side::Requests => Side::Responses,
-            Side::Responses => Side::Requests,
-        };
-        let clock = &self.clocks[side.idx()];
-        let idle =
-            clock.caught_up && now.duration_since(clock.last_activity) >= self.spec.idle_timeout;
-        if !idle {
-            return own;
-        }
-        let other = self.watermark(other_side);
-        let substitute = match side {
-            Side::Requests => other.saturating_sub(self.spec.max_response_delay_ms),
-            Side::Responses => other.saturating_add(self.spec.max_response_delay_ms),
-        };
-        own.max(substitute)
     }
 
     /// Close and return the oldest window if it is complete. With `flush`,
     /// close it regardless (end of input). Windows close one at a time so that
     /// the caller can [`note_matched`](Self::note_matched) on the next pane
     /// before that one closes too.
-    pub fn close_next(&mut self, now: Instant, flush: bool) -> Option<ClosedWindow> {
+    pub fn close_next(&mut self, flush: bool) -> Option<ClosedWindow> {
         let size = self.spec.size_ms;
         let delay = self.spec.max_response_delay_ms;
         let Some(&start) = self.panes.keys().next() else {
             self.flushed(flush);
             return None;
         };
-        let wm_req = self.effective_watermark(Side::Requests, now);
-        let wm_resp = self.effective_watermark(Side::Responses, now);
+        let wm_req = self.watermark(Side::Requests);
+        let wm_resp = self.watermark(Side::Responses);
         if !(flush || (wm_req >= start + size && wm_resp.saturating_sub(delay) >= start + size)) {
             return None;
         }
@@ -336,7 +365,16 @@ impl PartitionWindows {
         let [requests, mut responses] = pane.sides;
         let own_responses = responses.len();
         if let Some(next) = self.panes.get(&(start + size)) {
-            responses.extend(next.sides[Side::Responses.idx()].iter().cloned());
+            // Only those a request of this window can join with: which later
+            // ones have arrived by now depends on timing.
+            for b in &next.sides[Side::Responses.idx()] {
+                match responses_before(b, start + size + delay) {
+                    Ok(Some(b)) => responses.push(b),
+                    Ok(None) => {}
+                    // Every placed batch has event_time (ingest read it).
+                    Err(_) => responses.push(b.clone()),
+                }
+            }
         }
         self.emitted_until = self.emitted_until.max(start + size);
         if self.panes.is_empty() {
@@ -376,19 +414,29 @@ impl PartitionWindows {
 
     /// Close every complete window, oldest first (tests and tools that do
     /// not track matches across windows).
-    pub fn close_ready(&mut self, now: Instant, flush: bool) -> Vec<ClosedWindow> {
-        std::iter::from_fn(|| self.close_next(now, flush)).collect()
+    pub fn close_ready(&mut self, flush: bool) -> Vec<ClosedWindow> {
+        std::iter::from_fn(|| self.close_next(flush)).collect()
+    }
+
+    /// The oldest offset of `side` an open window still holds, with the
+    /// newest event time before it; or the read position and the newest
+    /// event time when nothing is held.
+    fn held(&self, side: Side) -> Option<(i64, Option<i64>)> {
+        let i = side.idx();
+        self.panes
+            .values()
+            .filter_map(|p| Some((p.min_offset[i]?, p.max_before[i])))
+            .min_by_key(|(o, _)| *o)
+            .or_else(|| {
+                let c = &self.clocks[i];
+                Some((c.position?, c.max_event_time))
+            })
     }
 
     /// Offset to commit for `side`: the oldest offset an open window still
     /// holds, or the read position when nothing is held.
     pub fn commit_offset(&self, side: Side) -> Option<i64> {
-        let held = self
-            .panes
-            .values()
-            .filter_map(|p| p.min_offset[side.idx()])
-            .min();
-        held.or(self.clocks[side.idx()].position)
+        self.held(side).map(|(o, _)| o)
     }
 
     /// Checkpoint to write with the commit of `side`. `read_to` never moves
@@ -400,10 +448,30 @@ impl PartitionWindows {
         let read_to = clock
             .position?
             .max(clock.resumed_read_to.unwrap_or(i64::MIN));
+        let (offset, max_before) = self.held(side)?;
         Some(Resume {
             emitted_until: self.emitted_until,
             read_to,
+            offset: Some(offset),
+            max_before,
         })
+    }
+}
+
+/// The rows of `batch` with event time before `until`; `None` if none.
+fn responses_before(
+    batch: &RecordBatch,
+    until: i64,
+) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
+    let times = column(batch, "event_time")?.as_primitive::<TimestampMillisecondType>();
+    let keep: arrow::array::BooleanArray = times
+        .iter()
+        .map(|t| Some(t.is_some_and(|t| t < until)))
+        .collect();
+    match keep.true_count() {
+        0 => Ok(None),
+        n if n == batch.num_rows() => Ok(Some(batch.clone())),
+        _ => arrow::compute::filter_record_batch(batch, &keep).map(Some),
     }
 }
 
@@ -430,7 +498,6 @@ mod tests {
             size_ms: 10 * MIN,
             out_of_orderness_ms: 30_000,
             max_response_delay_ms: 2 * MIN,
-            idle_timeout: Duration::from_secs(3600),
         }
     }
 
@@ -472,8 +539,7 @@ mod tests {
 
     #[test]
     fn window_closes_only_after_both_watermarks_pass() {
-        let now = Instant::now();
-        let mut pw = PartitionWindows::new(0, spec(), now);
+        let mut pw = PartitionWindows::new(0, spec());
         pw.ingest(Side::Requests, &batch(&[(MIN, 0), (9 * MIN, 1)]))
             .unwrap();
         pw.ingest(Side::Responses, &batch(&[(MIN + 500, 0), (11 * MIN, 1)]))
@@ -482,37 +548,37 @@ mod tests {
         pw.ingest(Side::Requests, &batch(&[(10 * MIN + 30_000, 2)]))
             .unwrap();
         assert!(
-            pw.close_ready(now, false).is_empty(),
+            pw.close_ready(false).is_empty(),
             "responses up to 12m not yet seen"
         );
         pw.ingest(Side::Responses, &batch(&[(12 * MIN + 30_000, 2)]))
             .unwrap();
-        let closed = pw.close_ready(now, false);
+        let closed = pw.close_ready(false);
         assert_eq!(closed.len(), 1);
         assert_eq!((closed[0].start, closed[0].end), (0, 10 * MIN));
         assert_eq!(rows(&closed[0], Side::Requests), 2);
-        // Its own response pane plus the next pane's responses.
-        assert_eq!(rows(&closed[0], Side::Responses), 3);
+        // Its own response, plus the next pane's response at 11m; the one at
+        // 12m30s is past the response delay and cannot join.
+        assert_eq!(rows(&closed[0], Side::Responses), 2);
         assert_eq!(pw.emitted_until(), 10 * MIN);
     }
 
     #[test]
     fn commit_offset_holds_back_to_oldest_open_row() {
-        let now = Instant::now();
-        let mut pw = PartitionWindows::new(0, spec(), now);
+        let mut pw = PartitionWindows::new(0, spec());
         pw.ingest(
             Side::Requests,
             &batch(&[(MIN, 5), (11 * MIN, 6), (2 * MIN, 7)]),
         )
         .unwrap();
-        pw.advance_position(Side::Requests, 8, now);
+        pw.advance_position(Side::Requests, 8);
         assert_eq!(pw.commit_offset(Side::Requests), Some(5));
         pw.ingest(Side::Requests, &batch(&[(25 * MIN, 8)])).unwrap();
-        pw.advance_position(Side::Requests, 9, now);
+        pw.advance_position(Side::Requests, 9);
         pw.ingest(Side::Responses, &batch(&[(25 * MIN, 3)]))
             .unwrap();
-        pw.advance_position(Side::Responses, 4, now);
-        let closed = pw.close_ready(now, false);
+        pw.advance_position(Side::Responses, 4);
+        let closed = pw.close_ready(false);
         assert_eq!(
             closed.iter().map(|w| w.start).collect::<Vec<_>>(),
             vec![0, 10 * MIN]
@@ -525,15 +591,16 @@ mod tests {
             meta,
             Resume {
                 emitted_until: 20 * MIN,
-                read_to: 9
+                read_to: 9,
+                offset: Some(8),
+                max_before: Some(11 * MIN),
             }
         );
     }
 
     #[test]
     fn late_rows_are_reported_not_placed() {
-        let now = Instant::now();
-        let mut pw = PartitionWindows::new(0, spec(), now);
+        let mut pw = PartitionWindows::new(0, spec());
         // 20s out of order: fine.
         let placed = pw
             .ingest(
@@ -556,13 +623,14 @@ mod tests {
 
     #[test]
     fn resumed_partition_skips_rows_the_previous_owner_handled() {
-        let now = Instant::now();
-        let mut pw = PartitionWindows::new(0, spec(), now);
+        let mut pw = PartitionWindows::new(0, spec());
         pw.resume(
             Side::Requests,
             Resume {
                 emitted_until: 10 * MIN,
                 read_to: 100,
+                offset: None,
+                max_before: None,
             },
         );
         let placed = pw
@@ -578,54 +646,262 @@ mod tests {
 
     #[test]
     fn checkpoint_while_re_reading_keeps_the_previous_read_to() {
-        let now = Instant::now();
-        let mut pw = PartitionWindows::new(0, spec(), now);
+        let mut pw = PartitionWindows::new(0, spec());
         pw.resume(
             Side::Requests,
             Resume {
                 emitted_until: 10 * MIN,
                 read_to: 100,
+                offset: None,
+                max_before: None,
             },
         );
         pw.ingest(Side::Requests, &batch(&[(9 * MIN, 90), (11 * MIN, 91)]))
             .unwrap();
-        pw.advance_position(Side::Requests, 92, now);
+        pw.advance_position(Side::Requests, 92);
         assert_eq!(
             pw.checkpoint(Side::Requests),
             Some(Resume {
                 emitted_until: 10 * MIN,
-                read_to: 100
+                read_to: 100,
+                offset: Some(91),
+                max_before: Some(9 * MIN),
             })
         );
-        pw.advance_position(Side::Requests, 120, now);
+        pw.advance_position(Side::Requests, 120);
         assert_eq!(pw.checkpoint(Side::Requests).unwrap().read_to, 120);
     }
 
     #[test]
-    fn idle_response_side_stops_holding_windows_open() {
-        let now = Instant::now();
-        let mut s = spec();
-        s.idle_timeout = Duration::from_secs(5);
-        let mut pw = PartitionWindows::new(0, s, now);
-        pw.ingest(Side::Requests, &batch(&[(MIN, 0), (15 * MIN, 1)]))
+    fn a_quiet_side_holds_windows_open_until_the_input_ends() {
+        let mut pw = PartitionWindows::new(0, spec());
+        pw.ingest(Side::Requests, &batch(&[(MIN, 0), (55 * MIN, 1)]))
             .unwrap();
-        pw.advance_position(Side::Requests, 2, now + Duration::from_secs(10));
-        assert!(pw
-            .close_ready(now + Duration::from_secs(1), false)
-            .is_empty());
-        // Silent, but with records waiting: slow, not idle.
-        assert!(pw
-            .close_ready(now + Duration::from_secs(10), false)
-            .is_empty());
-        pw.set_caught_up(Side::Responses, true);
-        let closed = pw.close_ready(now + Duration::from_secs(10), false);
+        pw.advance_position(Side::Requests, 2);
+        // No response event ever: however long the wait, nothing closes.
+        assert!(pw.close_ready(false).is_empty());
+        assert_eq!(pw.close_ready(true).len(), 2);
+    }
+
+    #[test]
+    fn a_response_early_in_the_oldest_open_window_is_kept_after_a_takeover() {
+        // The previous owner emitted [0, 10m); a response at 10m30s belongs to
+        // the open [10m, 20m) window (and could also have answered a request
+        // of the emitted one). Re-read by the next owner, it must be placed.
+        let mut first = PartitionWindows::new(0, spec());
+        first
+            .ingest(
+                Side::Requests,
+                &batch(&[(9 * MIN, 0), (10 * MIN + 20_000, 1), (11 * MIN, 2)]),
+            )
+            .unwrap();
+        first
+            .ingest(
+                Side::Responses,
+                &batch(&[
+                    (9 * MIN + 1, 0),
+                    (10 * MIN + 30_000, 1),
+                    (12 * MIN + 40_000, 2),
+                ]),
+            )
+            .unwrap();
+        first.advance_position(Side::Requests, 3);
+        first.advance_position(Side::Responses, 3);
+        let closed = first.close_ready(false);
         assert_eq!(closed.len(), 1);
+        let cps = [Side::Requests, Side::Responses].map(|s| first.checkpoint(s).unwrap());
+        assert_eq!(cps[1].offset, Some(1), "the open window holds response 1");
+        let mut next = PartitionWindows::new(0, spec());
+        for (side, cp) in [Side::Requests, Side::Responses].into_iter().zip(cps) {
+            next.resume(side, cp);
+        }
+        let placed = next
+            .ingest(
+                Side::Responses,
+                &batch(&[(10 * MIN + 30_000, 1), (12 * MIN + 40_000, 2)]),
+            )
+            .unwrap();
+        assert_eq!((placed.accepted, placed.already_handled), (2, 0));
+        next.ingest(
+            Side::Requests,
+            &batch(&[(10 * MIN + 20_000, 1), (11 * MIN, 2)]),
+        )
+        .unwrap();
+        let a = first.close_ready(true);
+        let b = next.close_ready(true);
+        assert_eq!(shape(&a), shape(&b));
+        assert_eq!(rows(&b[0], Side::Responses), 2);
+    }
+
+    /// (start, request offsets, response offsets) of each window.
+    fn shape(ws: &[ClosedWindow]) -> Vec<(i64, Vec<i64>, Vec<i64>)> {
+        let offs = |bs: &[RecordBatch]| {
+            let mut v: Vec<i64> = bs
+                .iter()
+                .flat_map(|b| {
+                    b.column_by_name(OFFSET_COL)
+                        .unwrap()
+                        .as_primitive::<Int64Type>()
+                        .values()
+                        .to_vec()
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        ws.iter()
+            .map(|w| (w.start, offs(&w.requests), offs(&w.responses)))
+            .collect()
+    }
+
+    /// A small deterministic generator (no dependency for one test).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    /// Both sides of a partition: requests in event-time order with jitter
+    /// up to 90s (many beyond the 30s bound), responses 0..3m later.
+    fn stream(rng: &mut Lcg, n: usize) -> [Vec<(i64, i64)>; 2] {
+        let mut req = Vec::new();
+        let mut resp = Vec::new();
+        let mut t = 0;
+        for _ in 0..n {
+            t += rng.next(20_000) as i64;
+            // A quarter of the requests lag by up to 90s: many beyond the bound.
+            let lag = if rng.next(4) == 0 { 90_000 } else { 20_000 };
+            let jittered = t - rng.next(lag) as i64;
+            req.push((jittered, req.len() as i64));
+            resp.push(jittered + rng.next(180_000) as i64);
+        }
+        resp.sort();
+        // Reorder responses too, some by several places.
+        for i in 1..resp.len() {
+            match rng.next(10) {
+                0 | 1 => resp.swap(i - 1, i),
+                2 if i >= 8 => resp.swap(i - 8, i),
+                _ => {}
+            }
+        }
+        let resp = resp
+            .into_iter()
+            .enumerate()
+            .map(|(o, t)| (t, o as i64))
+            .collect();
+        [req, resp]
+    }
+
+    /// Feed both sides in chunks, interleaved by `rng`, from `from` offsets;
+    /// stop after `stop_after` chunks (None: to the end, then flush).
+    fn drive(
+        pw: &mut PartitionWindows,
+        input: &[Vec<(i64, i64)>; 2],
+        from: [usize; 2],
+        rng: &mut Lcg,
+        stop_after: Option<usize>,
+        late: &mut Vec<(usize, u32)>,
+    ) -> Vec<ClosedWindow> {
+        let mut at = from;
+        let mut out = Vec::new();
+        let mut chunks = 0;
+        while at[0] < input[0].len() || at[1] < input[1].len() {
+            if stop_after == Some(chunks) {
+                return out;
+            }
+            let i = if at[0] >= input[0].len() {
+                1
+            } else if at[1] >= input[1].len() {
+                0
+            } else {
+                rng.next(2) as usize
+            };
+            let side = [Side::Requests, Side::Responses][i];
+            let n = 1 + rng.next(7) as usize;
+            let end = (at[i] + n).min(input[i].len());
+            let placed = pw.ingest(side, &batch(&input[i][at[i]..end])).unwrap();
+            late.extend(placed.late.into_iter().map(|m| (i, m)));
+            pw.advance_position(side, end as i64);
+            at[i] = end;
+            chunks += 1;
+            while let Some(w) = pw.close_next(false) {
+                out.push(w);
+            }
+        }
+        out.extend(pw.close_ready(true));
+        out
+    }
+
+    #[test]
+    fn a_takeover_at_any_point_emits_what_an_uninterrupted_run_emits() {
+        let mut total_late = 0;
+        for seed in 0..200u64 {
+            let mut rng = Lcg(seed);
+            let input = stream(&mut rng, 150);
+            let mut whole = PartitionWindows::new(0, spec());
+            let mut late_reference = Vec::new();
+            let reference = shape(&drive(
+                &mut whole,
+                &input,
+                [0, 0],
+                &mut Lcg(seed + 1),
+                None,
+                &mut late_reference,
+            ));
+            assert!(reference.len() >= 3, "seed {seed}: too few windows to test");
+            let cut = 1 + rng.next(40) as usize;
+            let mut first = PartitionWindows::new(0, spec());
+            let mut late = Vec::new();
+            let mut got = shape(&drive(
+                &mut first,
+                &input,
+                [0, 0],
+                &mut Lcg(seed + 2),
+                Some(cut),
+                &mut late,
+            ));
+            let sides = [Side::Requests, Side::Responses];
+            let cps = sides.map(|s| first.checkpoint(s));
+            let mut next = PartitionWindows::new(0, spec());
+            let mut from = [0, 0];
+            for (i, cp) in cps.into_iter().enumerate() {
+                if let Some(cp) = cp {
+                    next.resume(sides[i], cp);
+                    // The consumer restarts at the committed offset.
+                    from[i] = cp.offset.unwrap() as usize;
+                }
+            }
+            got.extend(shape(&drive(
+                &mut next,
+                &input,
+                from,
+                &mut Lcg(seed + 3),
+                None,
+                &mut late,
+            )));
+            late.sort();
+            late_reference.sort();
+            assert_eq!(
+                late, late_reference,
+                "seed {seed}: late rows (to the DLQ), each once"
+            );
+            total_late += late.len();
+            assert_eq!(got, reference, "seed {seed}, cut after {cut} chunks");
+        }
+        assert!(
+            total_late > 100,
+            "the streams must exercise lateness: {total_late}"
+        );
     }
 
     #[test]
     fn out_of_order_rows_are_counted_per_side() {
-        let now = Instant::now();
-        let mut pw = PartitionWindows::new(0, spec(), now);
+        let mut pw = PartitionWindows::new(0, spec());
         let placed = pw
             .ingest(
                 Side::Requests,
@@ -645,13 +921,12 @@ mod tests {
 
     #[test]
     fn windows_close_one_at_a_time_and_carry_matches_into_the_next() {
-        let now = Instant::now();
-        let mut pw = PartitionWindows::new(0, spec(), now);
+        let mut pw = PartitionWindows::new(0, spec());
         pw.ingest(Side::Requests, &batch(&[(MIN, 0), (11 * MIN, 1)]))
             .unwrap();
         pw.ingest(Side::Responses, &batch(&[(2 * MIN, 0), (10 * MIN + 1, 1)]))
             .unwrap();
-        let first = pw.close_next(now, true).unwrap();
+        let first = pw.close_next(true).unwrap();
         assert_eq!((first.start, first.own_responses), (0, 1));
         assert_eq!(
             rows(&first, Side::Responses),
@@ -659,19 +934,18 @@ mod tests {
             "own pane plus the next one's"
         );
         pw.note_matched(first.end, vec!["r1".into()]);
-        let second = pw.close_next(now, true).unwrap();
+        let second = pw.close_next(true).unwrap();
         assert_eq!(second.start, 10 * MIN);
         assert!(second.matched_by_previous.contains("r1"));
-        assert!(pw.close_next(now, true).is_none());
+        assert!(pw.close_next(true).is_none());
     }
 
     #[test]
     fn flush_closes_everything() {
-        let now = Instant::now();
-        let mut pw = PartitionWindows::new(0, spec(), now);
+        let mut pw = PartitionWindows::new(0, spec());
         pw.ingest(Side::Requests, &batch(&[(MIN, 0), (15 * MIN, 1)]))
             .unwrap();
-        assert_eq!(pw.close_ready(now, true).len(), 2);
+        assert_eq!(pw.close_ready(true).len(), 2);
         assert_eq!(pw.open_windows(), 0);
     }
 }

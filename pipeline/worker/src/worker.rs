@@ -1,11 +1,14 @@
 //! The worker loop: poll → decode → window → (on close) join, enrich, jobs,
-//! score → produce → commit.
+//! score → commit.
 //!
-//! Offsets are committed only after every score and DLQ record that depends
-//! on the messages before them was acknowledged, and never past a message an
-//! open window still holds. A checkpoint written before each commit records
-//! how far windows were emitted, so whoever reads the partition next skips
-//! what was already handled instead of emitting a partial window again.
+//! Each partition pair commits on its own: the scores of the windows it
+//! closed, the DLQ records of its rejected or late input, its checkpoints and
+//! its input offsets, as one [`Cycle`] (one Kafka transaction with exactly-once
+//! delivery). Offsets never pass a message an open window still holds, and
+//! the checkpoint says how far windows were emitted and how to rebuild the
+//! watermark, so whoever reads the partition next, after a crash, a
+//! rebalance or a restart, emits exactly the records an uninterrupted run
+//! would have, each once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -15,16 +18,18 @@ use std::time::{Duration, Instant};
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::datatypes::Int32Type;
-use rdkafka::producer::FutureProducer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::checkpoint::Checkpoints;
-use crate::config::Config;
+use crate::config::{Config, Delivery};
 use crate::decode::{RawMessage, RecordDecoder, Reject, RejectKind, PARTITION_COL};
 use crate::metrics::Metrics;
 use crate::process::{Detector, ProcessError};
 use crate::schemas::SchemaSet;
-use crate::sink::{Sink, SinkError};
-use crate::source::{AccountsSource, Change, EventSource, SourceError, TopicPartition};
+use crate::sink::{Cycle, DlqRecord, PairSink, SinkError};
+use crate::source::{
+    unfinished_partitions, AccountsSource, Change, EventSource, SourceError, TopicPartition,
+};
 use crate::window::{PartitionWindows, Side, WindowSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,25 +50,17 @@ pub enum WorkerError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("configuration: {0}")]
     Config(String),
+    #[error("the group did not finish its input within {timeout:?}: partitions {partitions:?} are not scored and committed to their end (held by another member, or a dead one whose session has not expired)")]
+    GroupNotDone {
+        timeout: Duration,
+        partitions: Vec<TopicPartition>,
+    },
 }
 
 /// What a finished run did.
 #[derive(Debug, Clone, Default)]
 pub struct RunSummary {
     pub metrics: Metrics,
-}
-
-/// The producer used for scores and the DLQ.
-pub fn producer(cfg: &Config) -> Result<FutureProducer, rdkafka::error::KafkaError> {
-    let mut cc = cfg.client_config();
-    cc.set(
-        "message.timeout.ms",
-        cfg.worker.produce_timeout.as_millis().to_string(),
-    );
-    if !cfg.librdkafka.contains_key("linger.ms") {
-        cc.set("linger.ms", "5");
-    }
-    cc.create()
 }
 
 const SIDES: [Side; 2] = [Side::Requests, Side::Responses];
@@ -77,13 +74,30 @@ pub struct Progress {
     pub scores_emitted: AtomicU64,
 }
 
-/// Run until `shutdown` resolves or, with `worker.exit_at_eof`, until every
-/// assigned partition was read to its end and all windows were emitted.
+/// Run until `shutdown` resolves or, with `worker.exit_at_eof`, until the
+/// group's whole input was scored and committed.
 pub async fn run(
     cfg: &Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunSummary, WorkerError> {
     run_with_progress(cfg, shutdown, &Progress::default()).await
+}
+
+/// Partition count of `topic` (0 when it does not exist).
+fn partition_count(cfg: &Config, topic: &str) -> Result<usize, SourceError> {
+    let consumer: BaseConsumer = cfg.consumer_config().create()?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|source| SourceError::Metadata {
+            bootstrap: cfg.kafka.bootstrap_servers.clone(),
+            topic: topic.to_string(),
+            source: Box::new(source),
+        })?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map_or(0, |t| t.partitions().len()))
 }
 
 /// [`run`], updating `progress` as it goes.
@@ -105,25 +119,31 @@ pub async fn run_with_progress(
         size_ms: detector.jobs.window_ms,
         out_of_orderness_ms: cfg.window.out_of_orderness.as_millis() as i64,
         max_response_delay_ms: delay_ms,
-        idle_timeout: cfg.window.idle_timeout,
     };
     tracing::info!(
         jobs = detector.jobs.jobs.len(),
         window_ms = spec.size_ms,
         model = %detector.model_version,
+        delivery = ?cfg.worker.delivery,
         "detector loaded"
-    );
-    let accounts = AccountsSource::start(cfg, Duration::from_secs(120)).await?;
-    let producer = producer(cfg)?;
-    let checkpoints = Checkpoints::new(cfg, producer.clone());
-    let mut sink = Sink::new(
-        producer,
-        cfg.topics.scores.clone(),
-        cfg.topics.dlq.clone(),
-        cfg.worker.produce_timeout,
     );
     let exit_at_eof = cfg.worker.exit_at_eof;
     let mut source = EventSource::new(cfg, exit_at_eof)?;
+    let inputs = partition_count(cfg, &cfg.topics.requests)?;
+    let cp_partitions = partition_count(cfg, &cfg.topics.checkpoints)?;
+    if cp_partitions == 0 {
+        return Err(SourceError::MissingTopic(cfg.topics.checkpoints.clone()).into());
+    }
+    if cfg.worker.delivery == Delivery::ExactlyOnce && cp_partitions < inputs {
+        return Err(crate::checkpoint::CheckpointError::TooFewPartitions {
+            topic: cfg.topics.checkpoints.clone(),
+            have: cp_partitions,
+            need: inputs,
+        }
+        .into());
+    }
+    let checkpoints = Checkpoints::new(cfg, cp_partitions);
+    let accounts = AccountsSource::start(cfg, Duration::from_secs(120)).await?;
     let set = SchemaSet::builtin();
     let skew = cfg.window.max_future_skew.as_millis() as i64;
     let max = cfg.worker.batch_max_messages;
@@ -133,14 +153,20 @@ pub async fn run_with_progress(
     ];
 
     let mut state = State {
+        cfg,
         spec,
-        tasks: BTreeMap::new(),
+        pairs: BTreeMap::new(),
         assignment: BTreeSet::new(),
+        joined: false,
         at_end: BTreeSet::new(),
         positions: BTreeMap::new(),
         metrics: Metrics::default(),
     };
     let mut last_report = Instant::now();
+    // With exit_at_eof: when this worker's own input was done, and when the
+    // group's was last probed.
+    let mut own_done_at: Option<Instant> = None;
+    let mut last_probe: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
         let polled = tokio::select! {
@@ -150,8 +176,6 @@ pub async fn run_with_progress(
             }
             p = source.poll(max, cfg.worker.batch_max_wait) => p?,
         };
-        let now = Instant::now();
-        let mut dirty = false;
         let (requests, responses): (Vec<_>, Vec<_>) = polled
             .messages
             .into_iter()
@@ -159,19 +183,9 @@ pub async fn run_with_progress(
         let by_side = [requests, responses]
             .map(|v| v.into_iter().map(|(_, m)| m).collect::<Vec<RawMessage>>());
         for (i, (side, msgs)) in SIDES.into_iter().zip(by_side).enumerate() {
-            if msgs.is_empty() {
-                continue;
+            if !msgs.is_empty() {
+                state.ingest(side, &msgs, &mut decoders[i], source.topic(side))?;
             }
-            dirty |= state
-                .ingest(
-                    side,
-                    &msgs,
-                    &mut decoders[i],
-                    &mut sink,
-                    source.topic(side),
-                    now,
-                )
-                .await?;
         }
         for p in polled.eofs {
             for side in SIDES {
@@ -191,30 +205,26 @@ pub async fn run_with_progress(
             }
         }
         for change in polled.changes {
-            state.apply_change(change, &source, &checkpoints, now)?;
+            state.apply_change(change, &source, &checkpoints)?;
+            own_done_at = None;
         }
-        state.mark_caught_up(&source);
         let m = &state.metrics;
         progress.consumed.store(
             m.requests_consumed + m.responses_consumed,
             Ordering::Relaxed,
         );
+        let flush = exit_at_eof && state.joined && state.assignment.is_subset(&state.at_end);
+        state.close_windows(&detector, &accounts, flush).await?;
+        state
+            .commit_due(&source, &checkpoints, flush, false)
+            .await?;
+        let m = &state.metrics;
         progress
             .windows_closed
             .store(m.windows_closed, Ordering::Relaxed);
         progress
             .scores_emitted
             .store(m.scores_emitted, Ordering::Relaxed);
-        let flush = exit_at_eof
-            && !state.assignment.is_empty()
-            && state.assignment.is_subset(&state.at_end);
-        let closed = state
-            .close_windows(&detector, &accounts, &sink, now, flush)
-            .await?;
-        if closed || dirty {
-            sink.flush_dlq().await?;
-            state.commit(&source, &checkpoints).await?;
-        }
         if last_report.elapsed() >= Duration::from_secs(5) {
             last_report = Instant::now();
             let table = accounts.snapshot();
@@ -228,12 +238,37 @@ pub async fn run_with_progress(
             );
         }
         if flush {
-            tracing::info!("all assigned partitions read to their end; windows emitted");
-            break;
+            let done_at = *own_done_at.get_or_insert_with(|| {
+                tracing::info!(partitions = ?state.assignment, "assigned partitions read to their end, windows emitted and committed");
+                Instant::now()
+            });
+            if last_probe.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+                last_probe = Some(Instant::now());
+                let unfinished = tokio::task::block_in_place(|| {
+                    unfinished_partitions(cfg, Duration::from_secs(30))
+                })?;
+                if unfinished.is_empty() {
+                    tracing::info!("the group's whole input is scored and committed");
+                    break;
+                }
+                let theirs: Vec<_> = unfinished
+                    .iter()
+                    .filter(|tp| !state.assignment.contains(tp))
+                    .copied()
+                    .collect();
+                if done_at.elapsed() >= cfg.worker.group_done_timeout {
+                    return Err(WorkerError::GroupNotDone {
+                        timeout: cfg.worker.group_done_timeout,
+                        partitions: unfinished,
+                    });
+                }
+                tracing::info!(partitions = ?theirs, "waiting for the rest of the group's input");
+            }
         }
     }
-    sink.flush_dlq().await?;
-    state.commit(&source, &checkpoints).await?;
+    // Nothing partial: open windows stay open (the next owner re-reads
+    // them); DLQ records already decided are committed with their offsets.
+    state.commit_due(&source, &checkpoints, false, true).await?;
     let table = accounts.snapshot();
     state.metrics.accounts_in_table = table.len() as u64;
     state.metrics.account_versions = table.versions() as u64;
@@ -247,53 +282,98 @@ pub async fn run_with_progress(
     })
 }
 
-struct State {
+/// One owned partition pair: its windows, its producer, and what it has
+/// decided to emit but not yet committed.
+struct Pair {
+    windows: PartitionWindows,
+    sink: PairSink,
+    pending: Cycle,
+    /// When the oldest uncommitted DLQ record was decided.
+    dlq_since: Option<Instant>,
+    /// Offsets last committed per side (from the checkpoint at first).
+    committed: [Option<i64>; 2],
+}
+
+impl Pair {
+    /// Commit now? Closed windows always; DLQ records after
+    /// `commit_interval`; at the end of input, anything not yet committed;
+    /// when stopping, DLQ records (windows stay open).
+    fn due(&self, commit_interval: Duration, flush: bool, stopping: bool) -> bool {
+        let moved = SIDES
+            .iter()
+            .any(|s| self.windows.commit_offset(*s) != self.committed[idx(*s)]);
+        !self.pending.scores.is_empty()
+            || ((flush || stopping) && (!self.pending.dlq.is_empty() || moved))
+            || self
+                .dlq_since
+                .is_some_and(|t| t.elapsed() >= commit_interval)
+    }
+}
+
+fn idx(side: Side) -> usize {
+    match side {
+        Side::Requests => 0,
+        Side::Responses => 1,
+    }
+}
+
+struct State<'a> {
+    cfg: &'a Config,
     spec: WindowSpec,
-    tasks: BTreeMap<i32, PartitionWindows>,
+    pairs: BTreeMap<i32, Pair>,
     assignment: BTreeSet<TopicPartition>,
+    /// Received an assignment (possibly empty) from the group.
+    joined: bool,
     at_end: BTreeSet<TopicPartition>,
     /// Next offset to read per partition, as far as this worker knows.
     positions: BTreeMap<TopicPartition, i64>,
     metrics: Metrics,
 }
 
-impl State {
+impl State<'_> {
     fn open_windows(&self) -> usize {
-        self.tasks.values().map(|t| t.open_windows()).sum()
+        self.pairs.values().map(|t| t.windows.open_windows()).sum()
     }
 
     fn buffered_rows(&self) -> usize {
-        self.tasks.values().map(|t| t.buffered_rows()).sum()
+        self.pairs.values().map(|t| t.windows.buffered_rows()).sum()
     }
 
-    /// Decode one side's messages and place them in windows. Returns whether
-    /// anything went to the DLQ (so offsets may move without a window close).
-    async fn ingest(
+    /// Decode one side's messages, place them in windows and queue what is
+    /// rejected or late for the DLQ.
+    fn ingest(
         &mut self,
         side: Side,
         msgs: &[RawMessage],
         decoder: &mut RecordDecoder,
-        sink: &mut Sink,
         topic: &str,
-        now: Instant,
-    ) -> Result<bool, WorkerError> {
+    ) -> Result<(), WorkerError> {
         match side {
             Side::Requests => self.metrics.requests_consumed += msgs.len() as u64,
             Side::Responses => self.metrics.responses_consumed += msgs.len() as u64,
         }
         let decoded = decoder.decode(msgs)?;
-        let mut dlq = !decoded.rejects.is_empty();
+        let now = Instant::now();
         for r in &decoded.rejects {
-            self.metrics.reject(r.kind);
-            sink.send_dlq(topic, &msgs[r.msg_index], r).await?;
-        }
-        for (partition, rows) in split_by_partition(&decoded.batch)? {
-            let Some(task) = self.tasks.get_mut(&partition) else {
-                // Not ours (revoked during this poll): it will be read again
-                // by its new owner from the committed offset.
+            let m = &msgs[r.msg_index];
+            // Not ours (revoked during this poll): its new owner reads it.
+            let Some(pair) = self.pairs.get_mut(&m.partition) else {
                 continue;
             };
-            let placed = task.ingest(side, &rows)?;
+            if pair.windows.previously_read(side, m.offset) {
+                // The previous owner sent it to the DLQ already.
+                self.metrics.already_handled += 1;
+                continue;
+            }
+            self.metrics.reject(r.kind);
+            pair.pending.dlq.push(DlqRecord::new(topic, m, r));
+            pair.dlq_since.get_or_insert(now);
+        }
+        for (partition, rows) in split_by_partition(&decoded.batch)? {
+            let Some(pair) = self.pairs.get_mut(&partition) else {
+                continue;
+            };
+            let placed = pair.windows.ingest(side, &rows)?;
             self.metrics.already_handled += placed.already_handled as u64;
             match side {
                 Side::Requests => self.metrics.out_of_order_requests += placed.out_of_order as u64,
@@ -301,19 +381,20 @@ impl State {
                     self.metrics.out_of_order_responses += placed.out_of_order as u64
                 }
             }
-            for idx in placed.late {
-                let m = &msgs[idx as usize];
+            for i in placed.late {
                 self.metrics.reject(RejectKind::LateEvent);
-                dlq = true;
                 let reject = Reject {
-                    msg_index: idx as usize,
+                    msg_index: i as usize,
                     kind: RejectKind::LateEvent,
                     detail: format!(
                         "event time is behind the partition's watermark ({} ms) by more than its window allows; its window was or would have been emitted",
-                        task.watermark(side)
+                        pair.windows.watermark(side)
                     ),
                 };
-                sink.send_dlq(topic, m, &reject).await?;
+                pair.pending
+                    .dlq
+                    .push(DlqRecord::new(topic, &msgs[i as usize], &reject));
+                pair.dlq_since.get_or_insert(now);
             }
         }
         for m in msgs {
@@ -325,11 +406,11 @@ impl State {
             let pos = self.positions.entry(tp).or_insert(next);
             *pos = (*pos).max(next);
             self.at_end.remove(&tp);
-            if let Some(task) = self.tasks.get_mut(&m.partition) {
-                task.advance_position(side, next, now);
+            if let Some(pair) = self.pairs.get_mut(&m.partition) {
+                pair.windows.advance_position(side, next);
             }
         }
-        Ok(dlq)
+        Ok(())
     }
 
     fn apply_change(
@@ -337,42 +418,86 @@ impl State {
         change: Change,
         source: &EventSource,
         checkpoints: &Checkpoints,
-        now: Instant,
     ) -> Result<(), WorkerError> {
         match change {
             Change::Revoked(parts) => {
                 // Eager rebalancing revokes everything and the next owner (maybe
                 // this worker again) restarts from the committed offsets, so
                 // state of a revoked partition is dropped, never carried over.
+                // Every cycle was committed before this poll; what is pending
+                // (DLQ records) is decided again by whoever reads next.
                 for tp in parts {
                     self.assignment.remove(&tp);
                     self.at_end.remove(&tp);
                     self.positions.remove(&tp);
-                    if let Some(t) = self.tasks.remove(&tp.1) {
+                    if let Some(t) = self.pairs.remove(&tp.1) {
                         tracing::info!(
                             partition = tp.1,
-                            open_windows = t.open_windows(),
+                            open_windows = t.windows.open_windows(),
                             "dropping state of revoked partition"
                         );
                     }
                 }
             }
             Change::Assigned(parts) => {
-                let committed = source.committed(&parts)?;
+                self.joined = true;
+                let new: BTreeSet<i32> = parts
+                    .iter()
+                    .map(|tp| tp.1)
+                    .filter(|p| !self.pairs.contains_key(p))
+                    .collect();
+                // Producers first: initialising a partition's transactional
+                // producer aborts what its previous owner left open, which
+                // would otherwise hide that partition's newest checkpoints.
+                let mut sinks = BTreeMap::new();
+                for &p in &new {
+                    sinks.insert(p, PairSink::new(self.cfg, p, checkpoints)?);
+                }
                 let topics = [source.topic(Side::Requests), source.topic(Side::Responses)];
-                let resumes = tokio::task::block_in_place(|| checkpoints.read(&topics))?;
+                for (p, sink) in sinks {
+                    let resumes = tokio::task::block_in_place(|| {
+                        checkpoints.read(topics, p, Duration::from_secs(60))
+                    })?;
+                    let mut windows = PartitionWindows::new(p, self.spec);
+                    let mut committed = [None, None];
+                    for (side, r) in resumes {
+                        tracing::info!(side = ?side, partition = p, emitted_until = r.emitted_until, offset = ?r.offset, read_to = r.read_to, "resuming partition");
+                        windows.resume(side, r);
+                        committed[idx(side)] = r.offset;
+                    }
+                    self.pairs.insert(
+                        p,
+                        Pair {
+                            windows,
+                            sink,
+                            pending: Cycle::default(),
+                            dlq_since: None,
+                            committed,
+                        },
+                    );
+                }
+                // Where reading starts, for end-of-input detection: the
+                // checkpoint's offset, else the group's committed offset.
+                let unknown: Vec<TopicPartition> = parts
+                    .iter()
+                    .copied()
+                    .filter(|tp| {
+                        self.pairs
+                            .get(&tp.1)
+                            .is_none_or(|pair| pair.committed[idx(tp.0)].is_none())
+                    })
+                    .collect();
+                let committed = if unknown.is_empty() {
+                    BTreeMap::new()
+                } else {
+                    source.committed(&unknown)?
+                };
                 for tp in parts {
                     self.assignment.insert(tp);
-                    let task = self
-                        .tasks
-                        .entry(tp.1)
-                        .or_insert_with(|| PartitionWindows::new(tp.1, self.spec, now));
-                    if let Some(Some(o)) = committed.get(&tp) {
-                        self.positions.insert(tp, *o);
-                    }
-                    if let Some(r) = resumes.get(&(source.topic(tp.0).to_string(), tp.1)) {
-                        tracing::info!(side = ?tp.0, partition = tp.1, emitted_until = r.emitted_until, read_to = r.read_to, "resuming partition");
-                        task.resume(tp.0, *r);
+                    let from_checkpoint =
+                        self.pairs.get(&tp.1).and_then(|p| p.committed[idx(tp.0)]);
+                    if let Some(o) = from_checkpoint.or(committed.get(&tp).copied().flatten()) {
+                        self.positions.insert(tp, o);
                     }
                 }
             }
@@ -380,83 +505,85 @@ impl State {
         Ok(())
     }
 
-    /// Tell each partition pair which of its sides were read up to the high
-    /// watermark of the last fetch (only those may count as idle).
-    fn mark_caught_up(&mut self, source: &EventSource) {
-        for task in self.tasks.values_mut() {
-            for side in SIDES {
-                let tp = (side, task.partition);
-                let caught_up =
-                    source
-                        .cached_watermarks(side, task.partition)
-                        .is_some_and(|(low, high)| {
-                            self.positions.get(&tp).copied().unwrap_or(low) >= high
-                        });
-                task.set_caught_up(side, caught_up);
-            }
-        }
-    }
-
-    /// Close ready windows, score them and wait for the scores to be
-    /// acknowledged. Returns whether any window closed.
+    /// Close ready windows and score them; their scores wait in the pair's
+    /// pending cycle.
     async fn close_windows(
         &mut self,
         detector: &Detector,
         accounts: &AccountsSource,
-        sink: &Sink,
-        now: Instant,
         flush: bool,
-    ) -> Result<bool, WorkerError> {
-        let mut any = false;
-        for task in self.tasks.values_mut() {
-            while let Some(w) = task.close_next(now, flush) {
-                any = true;
+    ) -> Result<(), WorkerError> {
+        for pair in self.pairs.values_mut() {
+            while let Some(w) = pair.windows.close_next(flush) {
                 let (partition, start, end) = (w.partition, w.start, w.end);
                 let mut result = detector.score_window(w, &accounts.snapshot()).await?;
-                task.note_matched(end, std::mem::take(&mut result.matched_next));
-                let sent = sink.send_scores(&result.scores).await?;
+                pair.windows
+                    .note_matched(end, std::mem::take(&mut result.matched_next));
                 self.metrics.count_window(&result);
                 tracing::debug!(
                     partition,
                     window_start = start,
-                    scores = sent,
+                    scores = result.scores.len(),
                     "window emitted"
                 );
+                pair.pending.scores.append(&mut result.scores);
             }
         }
-        Ok(any)
+        Ok(())
     }
 
-    /// Checkpoint, then commit, every owned partition. Callers have already
-    /// waited for the scores and DLQ records behind these offsets.
-    async fn commit(
+    /// Commit the pairs that are due, each as one cycle.
+    async fn commit_due(
         &mut self,
         source: &EventSource,
         checkpoints: &Checkpoints,
+        flush: bool,
+        stopping: bool,
     ) -> Result<(), WorkerError> {
-        let mut offsets = Vec::new();
-        let mut entries = Vec::new();
-        for task in self.tasks.values() {
+        let interval = self.cfg.worker.commit_interval;
+        let group = source.group_metadata();
+        for (&p, pair) in self.pairs.iter_mut() {
+            if !pair.due(interval, flush, stopping) {
+                continue;
+            }
+            let mut offsets = Vec::new();
+            let mut cycle = std::mem::take(&mut pair.pending);
             for side in SIDES {
-                let tp = (side, task.partition);
+                let tp = (side, p);
                 if !self.assignment.contains(&tp) {
                     continue;
                 }
-                if let (Some(offset), Some(resume)) =
-                    (task.commit_offset(side), task.checkpoint(side))
-                {
+                if let (Some(offset), Some(resume)) = (
+                    pair.windows.commit_offset(side),
+                    pair.windows.checkpoint(side),
+                ) {
                     offsets.push((tp, offset));
-                    entries.push((source.topic(side), task.partition, resume));
+                    cycle
+                        .checkpoints
+                        .push((source.topic(side).to_string(), resume));
                 }
             }
+            let tpl = source.offset_list(&offsets)?;
+            pair.sink
+                .commit(&cycle, checkpoints, &tpl, group.as_ref(), || {
+                    source
+                        .commit(&offsets)
+                        .map_err(|e| SinkError::Commit(e.to_string()))
+                })
+                .await?;
+            for &((side, _), o) in &offsets {
+                pair.committed[idx(side)] = Some(o);
+            }
+            pair.dlq_since = None;
+            self.metrics.commits += 1;
+            tracing::debug!(
+                partition = p,
+                ?offsets,
+                scores = cycle.scores.len(),
+                dlq = cycle.dlq.len(),
+                "committed"
+            );
         }
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        checkpoints.write(&entries).await?;
-        source.commit(&offsets)?;
-        self.metrics.commits += 1;
-        tracing::debug!(?offsets, "committed");
         Ok(())
     }
 }
