@@ -78,8 +78,9 @@ impl Names {
         ]);
     }
 
-    /// A config file for `distill-watch --config`.
-    fn config_file(&self) -> PathBuf {
+    /// A config file for `distill-watch --config`; `consumer`: more
+    /// `[consumer]` settings.
+    fn config_file(&self, name: &str, consumer: &[(&str, &str)]) -> PathBuf {
         let toml = format!(
             r#"[kafka]
 bootstrap_servers = "{broker}"
@@ -99,6 +100,7 @@ scoring = "{scoring}"
 "heartbeat.interval.ms" = "1000"
 "max.poll.interval.ms" = "10000"
 "fetch.wait.max.ms" = "10"
+{extra}
 "#,
             broker = broker(),
             group = self.group,
@@ -110,8 +112,12 @@ scoring = "{scoring}"
             checkpoints = self.checkpoints,
             jobs = repo().join("jobs").display(),
             scoring = repo().join("jobs/scoring.toml").display(),
+            extra = consumer
+                .iter()
+                .map(|(k, v)| format!("{k:?} = {v:?}\n"))
+                .collect::<String>(),
         );
-        let path = std::env::temp_dir().join(format!("{}.toml", self.group));
+        let path = std::env::temp_dir().join(format!("{}-{name}.toml", self.group));
         std::fs::write(&path, toml).unwrap();
         path
     }
@@ -126,10 +132,19 @@ struct Worker {
 
 impl Worker {
     fn start(names: &Names, name: &str, exit_at_eof: bool) -> Worker {
+        Self::start_with(names, name, exit_at_eof, &[])
+    }
+
+    fn start_with(
+        names: &Names,
+        name: &str,
+        exit_at_eof: bool,
+        consumer: &[(&str, &str)],
+    ) -> Worker {
         let log = std::env::temp_dir().join(format!("{}-{name}.log", names.group));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_distill-watch"));
         cmd.arg("--config")
-            .arg(names.config_file())
+            .arg(names.config_file(name, consumer))
             .args(["--log", "info", "run"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
@@ -141,6 +156,13 @@ impl Worker {
             log,
             name: name.to_string(),
         }
+    }
+
+    fn log_has(&self, pred: impl Fn(&str) -> bool) -> bool {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .any(pred)
     }
 
     fn log_tail(&self) -> String {
@@ -317,7 +339,13 @@ fn assert_same(what: &str, topic: &str, reference: &[(Vec<u8>, Vec<u8>)]) {
 fn wait_for_progress(worker: &mut Worker, topic: &str, n: usize, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
-        if worker.exited().is_some() {
+        if let Some(status) = worker.exited() {
+            assert!(
+                status.success(),
+                "worker {} failed ({status}):\n{}",
+                worker.name,
+                worker.log_tail()
+            );
             return false;
         }
         if committed_records(topic).len() >= n {
@@ -356,8 +384,11 @@ fn killed_five_times_and_restarted_the_output_is_the_uninterrupted_runs() {
     run.create_outputs();
     let kills = moments(7, 6, f.scores.len());
     for (i, at) in kills.iter().enumerate() {
+        // Each incarnation is killed after it emitted something of its own:
+        // assigned, windows open, some closed.
+        let at = (*at).max(committed_records(&run.scores).len() + 1 + i * 7);
         let mut w = Worker::start(&run, &format!("crash-{i}"), true);
-        if wait_for_progress(&mut w, &run.scores, *at, Duration::from_secs(300)) {
+        if wait_for_progress(&mut w, &run.scores, at, Duration::from_secs(300)) {
             w.kill();
         } else {
             w.finish(Duration::from_secs(5));
@@ -368,34 +399,60 @@ fn killed_five_times_and_restarted_the_output_is_the_uninterrupted_runs() {
     assert_same("DLQ after 6 SIGKILLs", &run.dlq, &f.dlq);
 }
 
+/// A worker that reads slowly (small fetches; the output does not depend on
+/// speed), once it has emitted a tenth of the run's scores: it still has
+/// work left when another member joins or it is killed.
+fn slow_worker_a_tenth_in(run: &Names, name: &str, f: &Fixture) -> Worker {
+    let slow = [("fetch.message.max.bytes", "2048")];
+    let mut w = Worker::start_with(run, name, true, &slow);
+    let tenth = f.scores.len() / 10;
+    assert!(
+        wait_for_progress(&mut w, &run.scores, tenth, Duration::from_secs(300)),
+        "worker {name} finished before it emitted a tenth of the scores"
+    );
+    w
+}
+
 #[test]
 fn one_then_two_then_one_worker_and_an_exit_at_eof_that_waits_for_the_group() {
     let f = fixture();
     let run = Names::outputs_of(&f.inputs, "rebalance");
     run.create_outputs();
-    let mut first = Worker::start(&run, "first", true);
-    assert!(
-        wait_for_progress(
-            &mut first,
-            &run.scores,
-            f.scores.len() / 5,
-            Duration::from_secs(300)
-        ),
-        "the first worker finished before a second joined"
-    );
+    let mut first = slow_worker_a_tenth_in(&run, "first", f);
     // The second joins (a rebalance shares the partitions) and, with
     // exit-at-eof, must not stop before the group's whole input is scored.
     let second = Worker::start(&run, "second", true);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !second.log_has(|l| l.contains("partitions assigned") && l.contains("(Requests")) {
+        assert!(
+            Instant::now() < deadline,
+            "the second worker got no partitions:\n{}",
+            second.log_tail()
+        );
+        assert!(
+            first.exited().is_none(),
+            "the first worker finished before the second was assigned partitions"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let seen = committed_records(&run.scores).len();
-    let mut first = first;
     assert!(
-        wait_for_progress(&mut first, &run.scores, seen + 50, Duration::from_secs(300)),
+        wait_for_progress(&mut first, &run.scores, seen + 10, Duration::from_secs(300)),
         "the first worker finished before it could be killed"
     );
     // Killed while the second runs: its partitions stay with the dead member
     // until its session expires, then move to the second.
     first.kill();
+    let log = second.log.clone();
     second.finish(Duration::from_secs(600));
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("partitions assigned"))
+            .count()
+            >= 2,
+        "the second worker took over the first's partitions after a rebalance"
+    );
     assert_same("scores after 1 → 2 → 1 workers", &run.scores, &f.scores);
     assert_same("DLQ after 1 → 2 → 1 workers", &run.dlq, &f.dlq);
 }
@@ -426,4 +483,26 @@ fn live_while_produced_then_sigterm_then_finished_equals_the_replay() {
     Worker::start(&run, "after-sigterm", true).finish(Duration::from_secs(600));
     assert_same("live, SIGTERM, then finished", &run.scores, &f.scores);
     assert_same("DLQ of live, SIGTERM, then finished", &run.dlq, &f.dlq);
+}
+
+#[test]
+fn exit_at_eof_started_while_a_dead_member_holds_partitions_waits_for_them() {
+    let f = fixture();
+    let run = Names::outputs_of(&f.inputs, "exit");
+    run.create_outputs();
+    let first = slow_worker_a_tenth_in(&run, "dead", f);
+    // Dead, but still a member until its session times out.
+    first.kill();
+    let next = Worker::start(&run, "next", true);
+    next.finish(Duration::from_secs(600));
+    assert_same(
+        "scores of an exit-at-eof run after a dead member",
+        &run.scores,
+        &f.scores,
+    );
+    assert_same(
+        "DLQ of an exit-at-eof run after a dead member",
+        &run.dlq,
+        &f.dlq,
+    );
 }

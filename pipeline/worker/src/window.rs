@@ -673,6 +673,28 @@ mod tests {
     }
 
     #[test]
+    fn checkpoints_round_trip_and_older_ones_still_parse() {
+        let r = Resume {
+            emitted_until: 600_000,
+            read_to: 42,
+            offset: Some(40),
+            max_before: None,
+        };
+        assert_eq!(Resume::parse(&r.encode()), Some(r));
+        assert_eq!(
+            Resume::parse("dw1;emitted_until=5;read_to=7"),
+            Some(Resume {
+                emitted_until: 5,
+                read_to: 7,
+                offset: None,
+                max_before: None
+            })
+        );
+        assert_eq!(Resume::parse("dw2;emitted_until=5"), None);
+        assert_eq!(Resume::parse("garbage"), None);
+    }
+
+    #[test]
     fn a_quiet_side_holds_windows_open_until_the_input_ends() {
         let mut pw = PartitionWindows::new(0, spec());
         pw.ingest(Side::Requests, &batch(&[(MIN, 0), (55 * MIN, 1)]))

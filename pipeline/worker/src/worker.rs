@@ -262,7 +262,7 @@ pub async fn run_with_progress(
                         partitions: unfinished,
                     });
                 }
-                tracing::info!(partitions = ?theirs, "waiting for the rest of the group's input");
+                tracing::info!(unfinished = ?unfinished, held_by_others = ?theirs, "waiting for the rest of the group's input");
             }
         }
     }
