@@ -754,3 +754,51 @@ fn records(msgs: &[OwnedMessage]) -> Vec<(Vec<u8>, Vec<u8>)> {
     v.sort();
     v
 }
+
+/// `delivery = "at_least_once"` (no transactions) emits the same records as
+/// the default exactly-once delivery, and commits the input to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_delivery_emits_the_same_records_as_exactly_once() {
+    let mut cfg = test_config("alo");
+    create_topics(&client_config(), &specs(&cfg, true))
+        .await
+        .unwrap();
+    let good = good_traffic(&cfg, &producer(), &Events::new(), 4, 30, 35 * MIN, true).await;
+    cfg.worker.delivery = distill_watch::config::Delivery::AtLeastOnce;
+    run_worker(&cfg).await.unwrap();
+    let mut exactly = cfg.clone();
+    exactly.worker.delivery = distill_watch::config::Delivery::ExactlyOnce;
+    exactly.kafka.group_id = unique_name("alo-eo-group");
+    exactly.topics.scores = unique_name("alo-eo-scores");
+    exactly.topics.dlq = unique_name("alo-eo-dlq");
+    create_topics(
+        &client_config(),
+        &[
+            scores_spec(&exactly),
+            TopicSpec::new(&exactly.topics.dlq, 1),
+        ],
+    )
+    .await
+    .unwrap();
+    run_worker(&exactly).await.unwrap();
+    let a = records(&read_all(&cfg.topics.scores));
+    assert!(!a.is_empty());
+    assert_eq!(a, records(&read_all(&exactly.topics.scores)));
+    let schema = avsc("RiskScore");
+    let events: i64 = read_all(&cfg.topics.scores)
+        .iter()
+        .map(|m| decode_score(m, &schema, schema_id("RiskScore")).event_count)
+        .sum();
+    assert_eq!(events as usize, good);
+    let committed = committed(&cfg);
+    for topic in [&cfg.topics.requests, &cfg.topics.responses] {
+        for m in read_all(topic) {
+            let c = committed[&(topic.clone(), m.partition())];
+            assert!(
+                c > Some(m.offset()),
+                "{topic}/{} committed {c:?}",
+                m.partition()
+            );
+        }
+    }
+}
