@@ -11,6 +11,7 @@ pub mod config;
 pub mod decode;
 pub mod enrich;
 pub mod golden;
+pub mod io;
 pub mod jobs;
 pub mod join;
 pub mod metrics;

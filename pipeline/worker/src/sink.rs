@@ -14,14 +14,18 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::TopicPartitionList;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
 
 use crate::checkpoint::Checkpoints;
 use crate::config::{Config, Delivery};
 use crate::decode::{RawMessage, Reject, RejectKind};
+use crate::io::{Membership, Sink, Source};
 use crate::schemas::{encode_framed, SchemaSet};
 use crate::score::RiskScore;
-use crate::window::Resume;
+use crate::source::TopicPartition;
+use crate::window::{Resume, Side};
+use crate::worker::WorkerError;
 
 /// Record headers on produced scores. They carry what must stay out of the
 /// value to keep it a pure function of the input.
@@ -211,6 +215,68 @@ pub struct PairSink {
     worker: String,
 }
 
+/// Kafka as the worker's [`Sink`]: a [`PairSink`] per owned partition pair,
+/// checkpoints read from the checkpoint topic's tail.
+pub struct KafkaSink {
+    cfg: Config,
+    checkpoints: Checkpoints,
+}
+
+impl KafkaSink {
+    pub fn new(cfg: &Config, checkpoints: Checkpoints) -> Self {
+        KafkaSink {
+            cfg: cfg.clone(),
+            checkpoints,
+        }
+    }
+}
+
+impl Sink for KafkaSink {
+    type Pair = PairSink;
+
+    async fn open(
+        &mut self,
+        partition: i32,
+    ) -> Result<(PairSink, BTreeMap<Side, Resume>), WorkerError> {
+        // The producer first: initialising it ends what the previous owner
+        // left open, which would otherwise hide its newest checkpoints.
+        let pair = PairSink::new(&self.cfg, partition, &self.checkpoints)?;
+        let topics = [
+            self.cfg.topics.requests.as_str(),
+            self.cfg.topics.responses.as_str(),
+        ];
+        let resumes = tokio::task::block_in_place(|| {
+            self.checkpoints
+                .read(topics, partition, Duration::from_secs(60))
+        })?;
+        Ok((pair, resumes))
+    }
+
+    async fn commit<S: Source>(
+        &self,
+        pair: &mut PairSink,
+        cycle: &Cycle,
+        offsets: &[(TopicPartition, i64)],
+        source: &S,
+    ) -> Result<(), WorkerError> {
+        let mut tpl = TopicPartitionList::new();
+        for &((side, p), offset) in offsets {
+            tpl.add_partition_offset(source.topic(side), p, Offset::Offset(offset))?;
+        }
+        let group = match source.membership() {
+            Some(Membership::Kafka(g)) => Some(g),
+            _ => None,
+        };
+        pair.commit(cycle, &self.checkpoints, &tpl, group.as_ref(), || {
+            source
+                .commit(offsets)
+                .map_err(|e| SinkError::Commit(e.to_string()))
+        })
+        .await?;
+        Ok(())
+    }
+}
+
 /// `transactional.id` of partition `p`'s producer.
 pub fn transactional_id(cfg: &Config, partition: i32) -> String {
     format!(
@@ -258,7 +324,7 @@ impl PairSink {
     /// transaction (exactly-once), or acknowledged before `commit_offsets`
     /// runs (at-least-once). On error nothing of the cycle is committed
     /// (exactly-once) and the caller must stop using this partition.
-    pub async fn commit(
+    async fn commit(
         &self,
         cycle: &Cycle,
         checkpoints: &Checkpoints,

@@ -18,6 +18,7 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use crate::config::Config;
 use crate::decode::{RawMessage, RecordDecoder};
 use crate::enrich::AccountTable;
+use crate::io::{Accounts, Membership, Source};
 use crate::schemas::SchemaSet;
 use crate::window::Side;
 
@@ -25,6 +26,9 @@ use crate::window::Side;
 pub enum SourceError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// The (in-memory) broker refused a request.
+    #[error("refused: {0}")]
+    Rejected(String),
     #[error("cannot read metadata of topic {topic} from {bootstrap} (is the broker up? see [kafka] bootstrap_servers)")]
     Metadata {
         bootstrap: String,
@@ -183,6 +187,8 @@ pub struct Polled {
 /// The event topics, consumed by the worker's consumer group.
 pub struct EventSource {
     consumer: StreamConsumer<SourceContext>,
+    /// For the group-done probe's own consumers.
+    cfg: Config,
     topics: EventTopics,
     bootstrap: String,
     /// A message received together with a rebalance; it belongs to the
@@ -241,6 +247,7 @@ impl EventSource {
         let consumer: StreamConsumer<SourceContext> = cc.create_with_context(context)?;
         let source = EventSource {
             consumer,
+            cfg: cfg.clone(),
             topics,
             bootstrap: cfg.kafka.bootstrap_servers.clone(),
             stash: None,
@@ -283,10 +290,6 @@ impl EventSource {
         Ok(())
     }
 
-    pub fn topic(&self, side: Side) -> &str {
-        self.topics.name(side)
-    }
-
     fn take_changes(&self) -> Vec<Change> {
         std::mem::take(
             &mut *self
@@ -300,7 +303,7 @@ impl EventSource {
 
     /// Up to `max` messages, waiting at most `wait` for them. Returns early
     /// on a rebalance so the worker can act on it before anything newer.
-    pub async fn poll(&mut self, max: usize, wait: Duration) -> Result<Polled, SourceError> {
+    async fn recv_batch(&mut self, max: usize, wait: Duration) -> Result<Polled, SourceError> {
         let mut out = Polled::default();
         if let Some(m) = self.stash.take() {
             out.messages.push(m);
@@ -339,13 +342,13 @@ impl EventSource {
     }
 
     /// Committed offsets of `parts` (`None`: nothing committed yet).
-    pub fn committed(
+    fn committed_offsets(
         &self,
         parts: &[TopicPartition],
     ) -> Result<BTreeMap<TopicPartition, Option<i64>>, SourceError> {
         let mut tpl = TopicPartitionList::new();
         for &(side, p) in parts {
-            tpl.add_partition(self.topic(side), p);
+            tpl.add_partition(self.topics.name(side), p);
         }
         let got = tokio::task::block_in_place(|| {
             self.consumer
@@ -366,13 +369,13 @@ impl EventSource {
     }
 
     /// Commit `offsets` synchronously.
-    pub fn commit(&self, offsets: &[(TopicPartition, i64)]) -> Result<(), SourceError> {
+    fn commit_sync(&self, offsets: &[(TopicPartition, i64)]) -> Result<(), SourceError> {
         if offsets.is_empty() {
             return Ok(());
         }
         let mut tpl = TopicPartitionList::new();
         for &((side, p), offset) in offsets {
-            tpl.add_partition_offset(self.topic(side), p, Offset::Offset(offset))?;
+            tpl.add_partition_offset(self.topics.name(side), p, Offset::Offset(offset))?;
         }
         tokio::task::block_in_place(|| {
             self.consumer
@@ -380,28 +383,49 @@ impl EventSource {
         })?;
         Ok(())
     }
+}
 
-    /// The group membership to commit offsets with inside a transaction
-    /// (so a broker can fence a member that was rebalanced away).
-    pub fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
-        self.consumer.group_metadata()
+impl Source for EventSource {
+    fn poll(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> impl std::future::Future<Output = Result<Polled, SourceError>> + Send {
+        self.recv_batch(max, wait)
     }
 
-    /// `offsets` as a Kafka partition list.
-    pub fn offset_list(
+    fn topic(&self, side: Side) -> &str {
+        self.topics.name(side)
+    }
+
+    /// From the high watermark of the last fetch response ([`cached_watermarks`]).
+    fn watermarks(&self, side: Side, partition: i32) -> Option<(i64, i64)> {
+        cached_watermarks(self.consumer.client(), self.topics.name(side), partition)
+    }
+
+    fn committed(
         &self,
-        offsets: &[(TopicPartition, i64)],
-    ) -> Result<TopicPartitionList, SourceError> {
-        let mut tpl = TopicPartitionList::new();
-        for &((side, p), offset) in offsets {
-            tpl.add_partition_offset(self.topic(side), p, Offset::Offset(offset))?;
-        }
-        Ok(tpl)
+        parts: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, Option<i64>>, SourceError> {
+        self.committed_offsets(parts)
     }
 
-    /// See [`cached_watermarks`].
-    pub fn cached_watermarks(&self, side: Side, partition: i32) -> Option<(i64, i64)> {
-        cached_watermarks(self.consumer.client(), self.topic(side), partition)
+    fn unfinished(&self) -> Result<Vec<TopicPartition>, SourceError> {
+        tokio::task::block_in_place(|| unfinished_partitions(&self.cfg, Duration::from_secs(30)))
+    }
+
+    fn commit(&self, offsets: &[(TopicPartition, i64)]) -> Result<(), SourceError> {
+        self.commit_sync(offsets)
+    }
+
+    fn membership(&self) -> Option<Membership> {
+        self.consumer.group_metadata().map(Membership::Kafka)
+    }
+}
+
+impl Accounts for AccountsSource {
+    fn snapshot(&self) -> Arc<AccountTable> {
+        AccountsSource::snapshot(self)
     }
 }
 

@@ -181,6 +181,9 @@ pub struct ClosedWindow {
 pub struct Placed {
     /// `_msg` indices of rows too late for their window.
     pub late: Vec<u32>,
+    /// The side's watermark when each of `late` was judged (same order):
+    /// what its DLQ record says, the same however the input was batched.
+    pub late_watermark: Vec<i64>,
     /// Rows already handled by a previous owner of the partition.
     pub already_handled: usize,
     pub accepted: usize,
@@ -322,6 +325,7 @@ impl PartitionWindows {
                 // otherwise a window closes only once this side's watermark
                 // passed it, which makes the first test fire.
                 placed.late.push(msgs.value(row));
+                placed.late_watermark.push(wm);
                 continue;
             }
             by_window

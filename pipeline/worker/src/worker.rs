@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
@@ -23,13 +24,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use crate::checkpoint::Checkpoints;
 use crate::config::{Config, Delivery};
 use crate::decode::{RawMessage, RecordDecoder, Reject, RejectKind, PARTITION_COL};
+use crate::io::{Accounts, Sink, Source};
 use crate::metrics::Metrics;
 use crate::process::{Detector, ProcessError};
 use crate::schemas::SchemaSet;
-use crate::sink::{Cycle, DlqRecord, PairSink, SinkError};
-use crate::source::{
-    unfinished_partitions, AccountsSource, Change, EventSource, SourceError, TopicPartition,
-};
+use crate::sink::{Cycle, DlqRecord, KafkaSink, SinkError};
+use crate::source::{AccountsSource, Change, EventSource, SourceError, TopicPartition};
 use crate::window::{PartitionWindows, Side, WindowSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -100,13 +100,8 @@ fn partition_count(cfg: &Config, topic: &str) -> Result<usize, SourceError> {
         .map_or(0, |t| t.partitions().len()))
 }
 
-/// [`run`], updating `progress` as it goes.
-pub async fn run_with_progress(
-    cfg: &Config,
-    shutdown: impl Future<Output = ()>,
-    progress: &Progress,
-) -> Result<RunSummary, WorkerError> {
-    let started = Instant::now();
+/// Jobs and model from the configuration, checked against the windows.
+pub async fn load_detector(cfg: &Config) -> Result<Detector, WorkerError> {
     let delay_ms = cfg.window.max_response_delay.as_millis() as i64;
     let detector = Detector::load(&cfg.jobs.dir, &cfg.jobs.scoring, delay_ms).await?;
     if delay_ms > detector.jobs.window_ms {
@@ -115,20 +110,25 @@ pub async fn run_with_progress(
             detector.jobs.window_ms
         )));
     }
-    let spec = WindowSpec {
-        size_ms: detector.jobs.window_ms,
-        out_of_orderness_ms: cfg.window.out_of_orderness.as_millis() as i64,
-        max_response_delay_ms: delay_ms,
-    };
+    Ok(detector)
+}
+
+/// [`run`], updating `progress` as it goes: the worker loop over Kafka.
+pub async fn run_with_progress(
+    cfg: &Config,
+    shutdown: impl Future<Output = ()>,
+    progress: &Progress,
+) -> Result<RunSummary, WorkerError> {
+    let started = Instant::now();
+    let detector = load_detector(cfg).await?;
     tracing::info!(
         jobs = detector.jobs.jobs.len(),
-        window_ms = spec.size_ms,
+        window_ms = detector.jobs.window_ms,
         model = %detector.model_version,
         delivery = ?cfg.worker.delivery,
         "detector loaded"
     );
-    let exit_at_eof = cfg.worker.exit_at_eof;
-    let mut source = EventSource::new(cfg, exit_at_eof)?;
+    let source = EventSource::new(cfg, cfg.worker.exit_at_eof)?;
     let inputs = partition_count(cfg, &cfg.topics.requests)?;
     let cp_partitions = partition_count(cfg, &cfg.topics.checkpoints)?;
     if cp_partitions == 0 {
@@ -142,49 +142,144 @@ pub async fn run_with_progress(
         }
         .into());
     }
-    let checkpoints = Checkpoints::new(cfg, cp_partitions);
+    let sink = KafkaSink::new(cfg, Checkpoints::new(cfg, cp_partitions));
     let accounts = AccountsSource::start(cfg, Duration::from_secs(120)).await?;
-    let set = SchemaSet::builtin();
-    let skew = cfg.window.max_future_skew.as_millis() as i64;
-    let max = cfg.worker.batch_max_messages;
-    let mut decoders = [
-        RecordDecoder::new(&set.request, max, skew)?,
-        RecordDecoder::new(&set.response, max, skew)?,
-    ];
-
-    let mut state = State {
-        cfg,
-        spec,
-        pairs: BTreeMap::new(),
-        assignment: BTreeSet::new(),
-        joined: false,
-        at_end: BTreeSet::new(),
-        positions: BTreeMap::new(),
-        metrics: Metrics::default(),
-    };
-    let mut last_report = Instant::now();
-    // With exit_at_eof: when this worker's own input was done, and when the
-    // group's was last probed.
-    let mut own_done_at: Option<Instant> = None;
-    let mut last_probe: Option<Instant> = None;
+    let mut worker = WorkerLoop::new(cfg, &detector, source, sink, accounts)?;
     tokio::pin!(shutdown);
     loop {
-        let polled = tokio::select! {
-            _ = &mut shutdown => {
-                tracing::info!("shutdown requested");
-                break;
-            }
-            p = source.poll(max, cfg.worker.batch_max_wait) => p?,
+        // Checked between steps only: a step is never cut in the middle
+        // of a commit. A step waits at most `batch_max_wait` for input.
+        if futures::poll!(&mut shutdown).is_ready() {
+            tracing::info!("shutdown requested");
+            break;
+        }
+        if worker.step(progress).await? == Step::Done {
+            break;
+        }
+    }
+    let metrics = worker.stop().await?;
+    tracing::info!(
+        elapsed_s = started.elapsed().as_secs_f64(),
+        "worker stopped: {metrics}"
+    );
+    Ok(RunSummary { metrics })
+}
+
+/// What one [`WorkerLoop::step`] ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Continue,
+    /// With `exit_at_eof`: the group's whole input is scored and committed.
+    Done,
+}
+
+/// Where the loop reads the time: the wall clock, or a simulation's.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+/// The worker: one loop over a [`Source`], a [`Sink`] and [`Accounts`],
+/// the same for Kafka and for the in-memory simulation. Each
+/// [`step`](Self::step) polls once, places what came in windows, scores the
+/// windows that closed and commits the partition pairs that are due.
+pub struct WorkerLoop<'a, S: Source, K: Sink, A: Accounts> {
+    cfg: &'a Config,
+    detector: &'a Detector,
+    source: S,
+    sink: K,
+    accounts: A,
+    decoders: [RecordDecoder; 2],
+    state: State<K::Pair>,
+    clock: Clock,
+    last_report: Instant,
+    /// With exit_at_eof: when this worker's own input was done, and when
+    /// the group's was last probed.
+    own_done_at: Option<Instant>,
+    last_probe: Option<Instant>,
+}
+
+impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
+    pub fn new(
+        cfg: &'a Config,
+        detector: &'a Detector,
+        source: S,
+        sink: K,
+        accounts: A,
+    ) -> Result<Self, WorkerError> {
+        let set = SchemaSet::builtin();
+        let skew = cfg.window.max_future_skew.as_millis() as i64;
+        let max = cfg.worker.batch_max_messages;
+        let spec = WindowSpec {
+            size_ms: detector.jobs.window_ms,
+            out_of_orderness_ms: cfg.window.out_of_orderness.as_millis() as i64,
+            max_response_delay_ms: detector.max_response_delay_ms,
         };
+        let clock: Clock = Arc::new(Instant::now);
+        Ok(WorkerLoop {
+            cfg,
+            detector,
+            source,
+            sink,
+            accounts,
+            decoders: [
+                RecordDecoder::new(&set.request, max, skew)?,
+                RecordDecoder::new(&set.response, max, skew)?,
+            ],
+            state: State {
+                spec,
+                pairs: BTreeMap::new(),
+                assignment: BTreeSet::new(),
+                joined: false,
+                at_end: BTreeSet::new(),
+                positions: BTreeMap::new(),
+                metrics: Metrics::default(),
+            },
+            last_report: clock(),
+            clock,
+            own_done_at: None,
+            last_probe: None,
+        })
+    }
+
+    /// Read the time from `clock` instead of the wall clock (it decides when
+    /// DLQ records are committed without a window and when the group is
+    /// probed; never what a record contains).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.last_report = clock();
+        self.clock = clock;
+        self
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.state.metrics
+    }
+
+    pub fn source_mut(&mut self) -> &mut S {
+        &mut self.source
+    }
+
+    /// Poll once and act on what came: windows, scores, commits.
+    pub async fn step(&mut self, progress: &Progress) -> Result<Step, WorkerError> {
+        let cfg = self.cfg;
+        let polled = self
+            .source
+            .poll(cfg.worker.batch_max_messages, cfg.worker.batch_max_wait)
+            .await?;
+        let state = &mut self.state;
         let (requests, responses): (Vec<_>, Vec<_>) = polled
             .messages
             .into_iter()
             .partition(|(s, _)| *s == Side::Requests);
         let by_side = [requests, responses]
             .map(|v| v.into_iter().map(|(_, m)| m).collect::<Vec<RawMessage>>());
+        let now = (self.clock)();
         for (i, (side, msgs)) in SIDES.into_iter().zip(by_side).enumerate() {
             if !msgs.is_empty() {
-                state.ingest(side, &msgs, &mut decoders[i], source.topic(side))?;
+                state.ingest(
+                    side,
+                    msgs,
+                    &mut self.decoders[i],
+                    self.source.topic(side),
+                    now,
+                )?;
             }
         }
         for p in polled.eofs {
@@ -193,10 +288,9 @@ pub async fn run_with_progress(
                 if !state.assignment.contains(&tp) {
                     continue;
                 }
-                // librdkafka's EOF event names the partition, not the topic;
-                // whichever side's position reached its fetched high
-                // watermark is the one at its end.
-                if let Some((low, high)) = source.cached_watermarks(side, p) {
+                // The EOF event names the partition, not the topic; whichever
+                // side's position reached its fetched end is the one at it.
+                if let Some((low, high)) = self.source.watermarks(side, p) {
                     let pos = state.positions.get(&tp).copied().unwrap_or(low);
                     if pos >= high {
                         state.at_end.insert(tp);
@@ -205,18 +299,30 @@ pub async fn run_with_progress(
             }
         }
         for change in polled.changes {
-            state.apply_change(change, &source, &checkpoints)?;
-            own_done_at = None;
+            state
+                .apply_change(change, &mut self.sink, &self.source)
+                .await?;
+            self.own_done_at = None;
         }
         let m = &state.metrics;
         progress.consumed.store(
             m.requests_consumed + m.responses_consumed,
             Ordering::Relaxed,
         );
-        let flush = exit_at_eof && state.joined && state.assignment.is_subset(&state.at_end);
-        state.close_windows(&detector, &accounts, flush).await?;
+        let flush =
+            cfg.worker.exit_at_eof && state.joined && state.assignment.is_subset(&state.at_end);
         state
-            .commit_due(&source, &checkpoints, flush, false)
+            .close_windows(self.detector, &self.accounts, flush)
+            .await?;
+        state
+            .commit_due(
+                &self.sink,
+                &self.source,
+                cfg.worker.commit_interval,
+                now,
+                flush,
+                false,
+            )
             .await?;
         let m = &state.metrics;
         progress
@@ -225,9 +331,9 @@ pub async fn run_with_progress(
         progress
             .scores_emitted
             .store(m.scores_emitted, Ordering::Relaxed);
-        if last_report.elapsed() >= Duration::from_secs(5) {
-            last_report = Instant::now();
-            let table = accounts.snapshot();
+        if now.duration_since(self.last_report) >= Duration::from_secs(5) {
+            self.last_report = now;
+            let table = self.accounts.snapshot();
             state.metrics.accounts_in_table = table.len() as u64;
             state.metrics.account_versions = table.versions() as u64;
             tracing::info!(
@@ -237,56 +343,61 @@ pub async fn run_with_progress(
                 state.metrics
             );
         }
-        if flush {
-            let done_at = *own_done_at.get_or_insert_with(|| {
-                tracing::info!(partitions = ?state.assignment, "assigned partitions read to their end, windows emitted and committed");
-                Instant::now()
-            });
-            if last_probe.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
-                last_probe = Some(Instant::now());
-                let unfinished = tokio::task::block_in_place(|| {
-                    unfinished_partitions(cfg, Duration::from_secs(30))
-                })?;
-                if unfinished.is_empty() {
-                    tracing::info!("the group's whole input is scored and committed");
-                    break;
-                }
-                let theirs: Vec<_> = unfinished
-                    .iter()
-                    .filter(|tp| !state.assignment.contains(tp))
-                    .copied()
-                    .collect();
-                if done_at.elapsed() >= cfg.worker.group_done_timeout {
-                    return Err(WorkerError::GroupNotDone {
-                        timeout: cfg.worker.group_done_timeout,
-                        partitions: unfinished,
-                    });
-                }
-                tracing::info!(unfinished = ?unfinished, held_by_others = ?theirs, "waiting for the rest of the group's input");
-            }
+        if !flush {
+            return Ok(Step::Continue);
         }
+        let done_at = *self.own_done_at.get_or_insert_with(|| {
+            tracing::info!(partitions = ?state.assignment, "assigned partitions read to their end, windows emitted and committed");
+            now
+        });
+        if self
+            .last_probe
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(2))
+        {
+            return Ok(Step::Continue);
+        }
+        self.last_probe = Some(now);
+        let unfinished = self.source.unfinished()?;
+        if unfinished.is_empty() {
+            tracing::info!("the group's whole input is scored and committed");
+            return Ok(Step::Done);
+        }
+        if now.duration_since(done_at) >= cfg.worker.group_done_timeout {
+            return Err(WorkerError::GroupNotDone {
+                timeout: cfg.worker.group_done_timeout,
+                partitions: unfinished,
+            });
+        }
+        let theirs: Vec<_> = unfinished
+            .iter()
+            .filter(|tp| !state.assignment.contains(tp))
+            .copied()
+            .collect();
+        tracing::info!(unfinished = ?unfinished, held_by_others = ?theirs, "waiting for the rest of the group's input");
+        Ok(Step::Continue)
     }
-    // Nothing partial: open windows stay open (the next owner re-reads
-    // them); DLQ records already decided are committed with their offsets.
-    state.commit_due(&source, &checkpoints, false, true).await?;
-    let table = accounts.snapshot();
-    state.metrics.accounts_in_table = table.len() as u64;
-    state.metrics.account_versions = table.versions() as u64;
-    tracing::info!(
-        elapsed_s = started.elapsed().as_secs_f64(),
-        "worker stopped: {}",
-        state.metrics
-    );
-    Ok(RunSummary {
-        metrics: state.metrics,
-    })
+
+    /// Stop: nothing partial. Open windows stay open (the next owner
+    /// re-reads them); DLQ records already decided are committed with their
+    /// offsets. Returns the counters.
+    pub async fn stop(mut self) -> Result<Metrics, WorkerError> {
+        let now = (self.clock)();
+        let interval = self.cfg.worker.commit_interval;
+        self.state
+            .commit_due(&self.sink, &self.source, interval, now, false, true)
+            .await?;
+        let table = self.accounts.snapshot();
+        self.state.metrics.accounts_in_table = table.len() as u64;
+        self.state.metrics.account_versions = table.versions() as u64;
+        Ok(self.state.metrics)
+    }
 }
 
-/// One owned partition pair: its windows, its producer, and what it has
+/// One owned partition pair: its windows, its output side, and what it has
 /// decided to emit but not yet committed.
-struct Pair {
+struct Pair<P> {
     windows: PartitionWindows,
-    sink: PairSink,
+    sink: P,
     pending: Cycle,
     /// When the oldest uncommitted DLQ record was decided.
     dlq_since: Option<Instant>,
@@ -294,11 +405,11 @@ struct Pair {
     committed: [Option<i64>; 2],
 }
 
-impl Pair {
+impl<P> Pair<P> {
     /// Commit now? Closed windows always; DLQ records after
     /// `commit_interval`; at the end of input, anything not yet committed;
     /// when stopping, DLQ records (windows stay open).
-    fn due(&self, commit_interval: Duration, flush: bool, stopping: bool) -> bool {
+    fn due(&self, commit_interval: Duration, now: Instant, flush: bool, stopping: bool) -> bool {
         let moved = SIDES
             .iter()
             .any(|s| self.windows.commit_offset(*s) != self.committed[idx(*s)]);
@@ -306,7 +417,7 @@ impl Pair {
             || ((flush || stopping) && (!self.pending.dlq.is_empty() || moved))
             || self
                 .dlq_since
-                .is_some_and(|t| t.elapsed() >= commit_interval)
+                .is_some_and(|t| now.duration_since(t) >= commit_interval)
     }
 }
 
@@ -317,10 +428,9 @@ fn idx(side: Side) -> usize {
     }
 }
 
-struct State<'a> {
-    cfg: &'a Config,
+struct State<P> {
     spec: WindowSpec,
-    pairs: BTreeMap<i32, Pair>,
+    pairs: BTreeMap<i32, Pair<P>>,
     assignment: BTreeSet<TopicPartition>,
     /// Received an assignment (possibly empty) from the group.
     joined: bool,
@@ -330,7 +440,7 @@ struct State<'a> {
     metrics: Metrics,
 }
 
-impl State<'_> {
+impl<P> State<P> {
     fn open_windows(&self) -> usize {
         self.pairs.values().map(|t| t.windows.open_windows()).sum()
     }
@@ -344,16 +454,28 @@ impl State<'_> {
     fn ingest(
         &mut self,
         side: Side,
-        msgs: &[RawMessage],
+        mut msgs: Vec<RawMessage>,
         decoder: &mut RecordDecoder,
         topic: &str,
+        now: Instant,
     ) -> Result<(), WorkerError> {
         match side {
             Side::Requests => self.metrics.requests_consumed += msgs.len() as u64,
             Side::Responses => self.metrics.responses_consumed += msgs.len() as u64,
         }
-        let decoded = decoder.decode(msgs)?;
-        let now = Instant::now();
+        // A message delivered again within an assignment (a client refetch)
+        // was placed already.
+        let before = msgs.len();
+        msgs.retain(|m| {
+            self.positions
+                .get(&(side, m.partition))
+                .is_none_or(|&next| m.offset >= next)
+        });
+        self.metrics.already_handled += (before - msgs.len()) as u64;
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        let decoded = decoder.decode(&msgs)?;
         for r in &decoded.rejects {
             let m = &msgs[r.msg_index];
             // Not ours (revoked during this poll): its new owner reads it.
@@ -381,14 +503,13 @@ impl State<'_> {
                     self.metrics.out_of_order_responses += placed.out_of_order as u64
                 }
             }
-            for i in placed.late {
+            for (i, wm) in placed.late.into_iter().zip(placed.late_watermark) {
                 self.metrics.reject(RejectKind::LateEvent);
                 let reject = Reject {
                     msg_index: i as usize,
                     kind: RejectKind::LateEvent,
                     detail: format!(
-                        "event time is behind the partition's watermark ({} ms) by more than its window allows; its window was or would have been emitted",
-                        pair.windows.watermark(side)
+                        "event time is behind the partition's watermark ({wm} ms) by more than its window allows; its window was or would have been emitted"
                     ),
                 };
                 pair.pending
@@ -397,7 +518,7 @@ impl State<'_> {
                 pair.dlq_since.get_or_insert(now);
             }
         }
-        for m in msgs {
+        for m in &msgs {
             let tp = (side, m.partition);
             if !self.assignment.contains(&tp) {
                 continue;
@@ -413,11 +534,11 @@ impl State<'_> {
         Ok(())
     }
 
-    fn apply_change(
+    async fn apply_change<K: Sink<Pair = P>, S: Source>(
         &mut self,
         change: Change,
-        source: &EventSource,
-        checkpoints: &Checkpoints,
+        sink: &mut K,
+        source: &S,
     ) -> Result<(), WorkerError> {
         match change {
             Change::Revoked(parts) => {
@@ -446,18 +567,8 @@ impl State<'_> {
                     .map(|tp| tp.1)
                     .filter(|p| !self.pairs.contains_key(p))
                     .collect();
-                // Producers first: initialising a partition's transactional
-                // producer aborts what its previous owner left open, which
-                // would otherwise hide that partition's newest checkpoints.
-                let mut sinks = BTreeMap::new();
-                for &p in &new {
-                    sinks.insert(p, PairSink::new(self.cfg, p, checkpoints)?);
-                }
-                let topics = [source.topic(Side::Requests), source.topic(Side::Responses)];
-                for (p, sink) in sinks {
-                    let resumes = tokio::task::block_in_place(|| {
-                        checkpoints.read(topics, p, Duration::from_secs(60))
-                    })?;
+                for p in new {
+                    let (pair_sink, resumes) = sink.open(p).await?;
                     let mut windows = PartitionWindows::new(p, self.spec);
                     let mut committed = [None, None];
                     for (side, r) in resumes {
@@ -469,7 +580,7 @@ impl State<'_> {
                         p,
                         Pair {
                             windows,
-                            sink,
+                            sink: pair_sink,
                             pending: Cycle::default(),
                             dlq_since: None,
                             committed,
@@ -507,10 +618,10 @@ impl State<'_> {
 
     /// Close ready windows and score them; their scores wait in the pair's
     /// pending cycle.
-    async fn close_windows(
+    async fn close_windows<A: Accounts>(
         &mut self,
         detector: &Detector,
-        accounts: &AccountsSource,
+        accounts: &A,
         flush: bool,
     ) -> Result<(), WorkerError> {
         for pair in self.pairs.values_mut() {
@@ -533,17 +644,17 @@ impl State<'_> {
     }
 
     /// Commit the pairs that are due, each as one cycle.
-    async fn commit_due(
+    async fn commit_due<K: Sink<Pair = P>, S: Source>(
         &mut self,
-        source: &EventSource,
-        checkpoints: &Checkpoints,
+        sink: &K,
+        source: &S,
+        interval: Duration,
+        now: Instant,
         flush: bool,
         stopping: bool,
     ) -> Result<(), WorkerError> {
-        let interval = self.cfg.worker.commit_interval;
-        let group = source.group_metadata();
         for (&p, pair) in self.pairs.iter_mut() {
-            if !pair.due(interval, flush, stopping) {
+            if !pair.due(interval, now, flush, stopping) {
                 continue;
             }
             let mut offsets = Vec::new();
@@ -563,13 +674,7 @@ impl State<'_> {
                         .push((source.topic(side).to_string(), resume));
                 }
             }
-            let tpl = source.offset_list(&offsets)?;
-            pair.sink
-                .commit(&cycle, checkpoints, &tpl, group.as_ref(), || {
-                    source
-                        .commit(&offsets)
-                        .map_err(|e| SinkError::Commit(e.to_string()))
-                })
+            sink.commit(&mut pair.sink, &cycle, &offsets, source)
                 .await?;
             for &((side, _), o) in &offsets {
                 pair.committed[idx(side)] = Some(o);
