@@ -105,6 +105,7 @@ pub struct WorkerConfig {
     pub commit_interval: Duration,
     #[serde(deserialize_with = "de_duration")]
     pub group_done_timeout: Duration,
+    pub max_buffered_rows: usize,
 }
 
 /// How outputs and input offsets are committed (see `[worker] delivery`).

@@ -56,6 +56,11 @@ pub trait Source: Send + Sync {
 
     /// Current membership, for offsets committed in a transaction.
     fn membership(&self) -> Option<Membership>;
+
+    /// Stop fetching `parts` (they stay assigned) until resumed.
+    fn pause(&mut self, parts: &[TopicPartition]) -> Result<(), SourceError>;
+
+    fn resume(&mut self, parts: &[TopicPartition]) -> Result<(), SourceError>;
 }
 
 /// Where partition pairs' cycles go, and their checkpoints come from.

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub out_of_order_requests: u64,
     pub out_of_order_responses: u64,
     pub commits: u64,
+    /// Times partitions were paused because open windows held more rows
+    /// than `[worker] max_buffered_rows`.
+    pub pauses: u64,
 }
 
 impl Metrics {
@@ -107,6 +110,6 @@ impl fmt::Display for Metrics {
                 .collect();
             write!(f, " ({})", r.join(" "))?;
         }
-        write!(f, "; commits={}", self.commits)
+        write!(f, "; commits={} pauses={}", self.commits, self.pauses)
     }
 }

@@ -76,6 +76,7 @@ pub enum CommitFault {
 #[derive(Debug, Default)]
 struct Member {
     assignment: Vec<TopicPartition>,
+    paused: std::collections::BTreeSet<TopicPartition>,
     positions: BTreeMap<TopicPartition, i64>,
     changes: Vec<Change>,
     generation: u64,
@@ -130,6 +131,7 @@ impl Inner {
             member.changes.push(Change::Assigned(parts.clone()));
             member.assignment = parts;
             member.positions = positions;
+            member.paused.clear();
             member.generation = self.generation;
         }
     }
@@ -282,7 +284,10 @@ impl Source for MemSource {
         let mut open: Vec<TopicPartition> = parts
             .iter()
             .copied()
-            .filter(|tp| m.positions[tp] < b.logs[idx(tp.0)][tp.1 as usize].len() as i64)
+            .filter(|tp| {
+                !m.paused.contains(tp)
+                    && m.positions[tp] < b.logs[idx(tp.0)][tp.1 as usize].len() as i64
+            })
             .collect();
         while out.messages.len() < max && !open.is_empty() {
             let i = b.next_rand(open.len() as u64) as usize;
@@ -304,7 +309,8 @@ impl Source for MemSource {
         }
         let m = &b.members[&self.member];
         for tp in &parts {
-            if m.positions[tp] >= b.end(*tp) && !out.eofs.contains(&tp.1) {
+            if !m.paused.contains(tp) && m.positions[tp] >= b.end(*tp) && !out.eofs.contains(&tp.1)
+            {
                 out.eofs.push(tp.1);
             }
         }
@@ -343,6 +349,24 @@ impl Source for MemSource {
         check_member(&b, self.member, b.generation, offsets)?;
         for &(tp, o) in offsets {
             b.committed.insert(tp, o);
+        }
+        Ok(())
+    }
+
+    fn pause(&mut self, parts: &[TopicPartition]) -> Result<(), SourceError> {
+        let mut b = self.broker.lock();
+        if let Some(m) = b.members.get_mut(&self.member) {
+            m.paused.extend(parts.iter().copied());
+        }
+        Ok(())
+    }
+
+    fn resume(&mut self, parts: &[TopicPartition]) -> Result<(), SourceError> {
+        let mut b = self.broker.lock();
+        if let Some(m) = b.members.get_mut(&self.member) {
+            for tp in parts {
+                m.paused.remove(tp);
+            }
         }
         Ok(())
     }

@@ -290,6 +290,14 @@ impl EventSource {
         Ok(())
     }
 
+    fn list(&self, parts: &[TopicPartition]) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for &(side, p) in parts {
+            tpl.add_partition(self.topics.name(side), p);
+        }
+        tpl
+    }
+
     fn take_changes(&self) -> Vec<Change> {
         std::mem::take(
             &mut *self
@@ -420,6 +428,14 @@ impl Source for EventSource {
 
     fn membership(&self) -> Option<Membership> {
         self.consumer.group_metadata().map(Membership::Kafka)
+    }
+
+    fn pause(&mut self, parts: &[TopicPartition]) -> Result<(), SourceError> {
+        Ok(self.consumer.pause(&self.list(parts))?)
+    }
+
+    fn resume(&mut self, parts: &[TopicPartition]) -> Result<(), SourceError> {
+        Ok(self.consumer.resume(&self.list(parts))?)
     }
 }
 

@@ -230,6 +230,7 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
                 joined: false,
                 at_end: BTreeSet::new(),
                 positions: BTreeMap::new(),
+                paused: BTreeSet::new(),
                 metrics: Metrics::default(),
             },
             last_report: clock(),
@@ -324,6 +325,7 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
                 false,
             )
             .await?;
+        state.balance(&mut self.source, cfg.worker.max_buffered_rows)?;
         let m = &state.metrics;
         progress
             .windows_closed
@@ -343,7 +345,7 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
                 state.metrics
             );
         }
-        if !flush {
+        if !flush || state.open_windows() > 0 {
             return Ok(Step::Continue);
         }
         let done_at = *self.own_done_at.get_or_insert_with(|| {
@@ -437,10 +439,88 @@ struct State<P> {
     at_end: BTreeSet<TopicPartition>,
     /// Next offset to read per partition, as far as this worker knows.
     positions: BTreeMap<TopicPartition, i64>,
+    /// Partitions paused for the memory budget.
+    paused: BTreeSet<TopicPartition>,
     metrics: Metrics,
 }
 
+/// Windows scored in one step at most, so polling (and the group's
+/// heartbeat of liveness) goes on while a backlog of windows is scored.
+const MAX_WINDOWS_PER_STEP: usize = 16;
+
+fn other(side: Side) -> Side {
+    match side {
+        Side::Requests => Side::Responses,
+        Side::Responses => Side::Requests,
+    }
+}
+
 impl<P> State<P> {
+    /// Keep buffered rows under `budget`: over it, pause per pair the side
+    /// ahead in event time (the other one is what holds its windows open);
+    /// resume all below 80%. A side whose partner is at its end is never
+    /// left paused, or the end of input would never come.
+    fn balance<S: Source>(&mut self, source: &mut S, budget: usize) -> Result<(), SourceError> {
+        let rows = self.buffered_rows();
+        let delay = self.spec.max_response_delay_ms;
+        if rows > budget {
+            // Per pair, only the side ahead may stay paused: once the other
+            // one overtakes it, it holds the windows open and must run.
+            let (mut pause, mut resume) = (Vec::new(), Vec::new());
+            for (&p, pair) in &self.pairs {
+                let req = pair.windows.watermark(Side::Requests);
+                let resp = pair
+                    .windows
+                    .watermark(Side::Responses)
+                    .saturating_sub(delay);
+                let ahead = match req.cmp(&resp) {
+                    std::cmp::Ordering::Greater => Some(Side::Requests),
+                    std::cmp::Ordering::Less => Some(Side::Responses),
+                    std::cmp::Ordering::Equal => None,
+                }
+                .filter(|a| !self.at_end.contains(&(other(*a), p)));
+                for side in SIDES {
+                    let tp = (side, p);
+                    let paused = self.paused.contains(&tp);
+                    if Some(side) == ahead && !paused && self.assignment.contains(&tp) {
+                        pause.push(tp);
+                    } else if Some(side) != ahead && paused {
+                        resume.push(tp);
+                    }
+                }
+            }
+            if !resume.is_empty() {
+                source.resume(&resume)?;
+                for tp in &resume {
+                    self.paused.remove(tp);
+                }
+            }
+            if !pause.is_empty() {
+                tracing::info!(buffered_rows = rows, budget, partitions = ?pause, "over the memory budget: pausing the sides ahead");
+                source.pause(&pause)?;
+                self.paused.extend(pause);
+                self.metrics.pauses += 1;
+            }
+        } else if rows <= budget / 10 * 8 && !self.paused.is_empty() {
+            let all: Vec<TopicPartition> = std::mem::take(&mut self.paused).into_iter().collect();
+            tracing::info!(buffered_rows = rows, partitions = ?all, "under the memory budget: resuming");
+            source.resume(&all)?;
+        }
+        let stuck: Vec<TopicPartition> = self
+            .paused
+            .iter()
+            .filter(|tp| self.at_end.contains(&(other(tp.0), tp.1)))
+            .copied()
+            .collect();
+        if !stuck.is_empty() {
+            source.resume(&stuck)?;
+            for tp in &stuck {
+                self.paused.remove(tp);
+            }
+        }
+        Ok(())
+    }
+
     fn open_windows(&self) -> usize {
         self.pairs.values().map(|t| t.windows.open_windows()).sum()
     }
@@ -549,6 +629,7 @@ impl<P> State<P> {
                 // (DLQ records) is decided again by whoever reads next.
                 for tp in parts {
                     self.assignment.remove(&tp);
+                    self.paused.remove(&tp);
                     self.at_end.remove(&tp);
                     self.positions.remove(&tp);
                     if let Some(t) = self.pairs.remove(&tp.1) {
@@ -624,8 +705,13 @@ impl<P> State<P> {
         accounts: &A,
         flush: bool,
     ) -> Result<(), WorkerError> {
+        let mut closed = 0;
         for pair in self.pairs.values_mut() {
-            while let Some(w) = pair.windows.close_next(flush) {
+            while closed < MAX_WINDOWS_PER_STEP {
+                let Some(w) = pair.windows.close_next(flush) else {
+                    break;
+                };
+                closed += 1;
                 let (partition, start, end) = (w.partition, w.start, w.end);
                 let mut result = detector.score_window(w, &accounts.snapshot()).await?;
                 pair.windows

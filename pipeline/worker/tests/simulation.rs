@@ -116,6 +116,8 @@ fn input(n: u64, light: bool) -> Input {
     cfg.worker.exit_at_eof = true;
     // Small polls: many steps, many places to crash.
     cfg.worker.batch_max_messages = 25;
+    // A small memory budget: partitions get paused and resumed.
+    cfg.worker.max_buffered_rows = 120;
     cfg.worker.group_done_timeout = Duration::from_secs(365 * 86_400);
     cfg.window.out_of_orderness = scenario.realism.out_of_orderness;
     cfg.window.max_response_delay = scenario.realism.max_response_delay;
@@ -134,7 +136,11 @@ fn inputs() -> &'static Vec<(Input, Outcome)> {
             .map(|n| {
                 // One input in four is scored with the shipped jobs.
                 let i = input(n, n != 0);
-                let reference = simulate(&i, n, None);
+                let (reference, pauses) = simulate_counting(&i, n, None);
+                assert!(
+                    pauses > 0,
+                    "input {n}: the memory budget never paused a partition"
+                );
                 assert!(
                     reference.scores.len() > 20 && !reference.dlq.is_empty(),
                     "input {n} is too small to test with: {} scores, {} DLQ records",
@@ -178,6 +184,15 @@ struct Slot<'a> {
 /// Run `input` on the in-memory broker. Without a `seed` for faults: one
 /// worker, no faults (the reference). `schedule` collects what happened.
 fn simulate(input: &Input, poll_seed: u64, faults: Option<(u64, &mut Vec<String>)>) -> Outcome {
+    simulate_counting(input, poll_seed, faults).0
+}
+
+/// [`simulate`], with how often the finishing worker paused partitions.
+fn simulate_counting(
+    input: &Input,
+    poll_seed: u64,
+    faults: Option<(u64, &mut Vec<String>)>,
+) -> (Outcome, u64) {
     let detector = detector(input.light);
     runtime().block_on(async {
         let broker = MemBroker::new(PARTITIONS, ["requests", "responses"], poll_seed);
@@ -219,6 +234,7 @@ fn simulate(input: &Input, poll_seed: u64, faults: Option<(u64, &mut Vec<String>
             }
         };
         const FAULT_TICKS: u32 = 600;
+        let mut pauses = 0;
         for tick in 0.. {
             assert!(tick < 200_000, "the simulation does not finish");
             millis.fetch_add(5, Ordering::Relaxed);
@@ -303,7 +319,10 @@ fn simulate(input: &Input, poll_seed: u64, faults: Option<(u64, &mut Vec<String>
                     let w = slots[i].worker.as_mut().unwrap();
                     match w.step(&progress).await {
                         Ok(Step::Continue) => {}
-                        Ok(Step::Done) => break,
+                        Ok(Step::Done) => {
+                            pauses = w.metrics().pauses;
+                            break;
+                        }
                         Err(e) => {
                             // A worker stops on any error; its consumer closes.
                             note(format!("{tick}: member {} stops: {e}", slots[i].member));
@@ -319,7 +338,7 @@ fn simulate(input: &Input, poll_seed: u64, faults: Option<(u64, &mut Vec<String>
         scores.sort();
         let mut dlq = out.dlq;
         dlq.sort();
-        Outcome { scores, dlq }
+        (Outcome { scores, dlq }, pauses)
     })
 }
 
