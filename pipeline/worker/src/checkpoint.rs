@@ -21,7 +21,7 @@
 //! still reads only the tail of its partition, from the end backwards until
 //! it has found its newest checkpoints.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -39,11 +39,10 @@ pub enum CheckpointError {
     Read(#[from] SourceError),
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
-    #[error("checkpoints of partition {partition} not found in {topic} partition {checkpoint_partition} within {timeout:?}")]
+    #[error("{topic} partitions {checkpoint_partitions:?} were not read to their end within {timeout:?}")]
     Timeout {
         topic: String,
-        partition: i32,
-        checkpoint_partition: i32,
+        checkpoint_partitions: Vec<i32>,
         timeout: Duration,
     },
     #[error("topic {topic} has {have} partitions; with exactly-once delivery it needs at least as many as the input topics ({need}), so that no partition's checkpoints wait behind another partition's open transaction")]
@@ -83,7 +82,8 @@ impl Checkpoints {
             )
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed");
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest");
         Checkpoints {
             reader,
             topic: cfg.topics.checkpoints.clone(),
@@ -101,60 +101,67 @@ impl Checkpoints {
         p.rem_euclid(self.partitions)
     }
 
-    /// The newest checkpoint of each side of input partition `partition`
-    /// (`topics`: the requests and responses topic names), read from the end
-    /// of its checkpoint partition backwards. Blocking.
+    /// The newest checkpoint of each side of each input partition in
+    /// `partitions` (`topics`: the requests and responses topic names), read
+    /// with one consumer from the end of their checkpoint partitions
+    /// backwards. Blocking.
     pub fn read(
         &self,
         topics: [&str; 2],
-        partition: i32,
+        partitions: &[i32],
         timeout: Duration,
-    ) -> Result<BTreeMap<Side, Resume>, CheckpointError> {
-        let keys = [Side::Requests, Side::Responses].map(|s| {
-            let t = match s {
-                Side::Requests => topics[0],
-                Side::Responses => topics[1],
-            };
-            (s, self.key(t, partition))
-        });
-        let cp = self.partition_for(partition);
+    ) -> Result<BTreeMap<i32, BTreeMap<Side, Resume>>, CheckpointError> {
+        // Which (input partition, side) a key names.
+        let mut keys: BTreeMap<String, (i32, Side)> = BTreeMap::new();
+        for &p in partitions {
+            keys.insert(self.key(topics[0], p), (p, Side::Requests));
+            keys.insert(self.key(topics[1], p), (p, Side::Responses));
+        }
         let consumer: BaseConsumer<EofQuietContext> =
             self.reader.create_with_context(EofQuietContext)?;
         let started = Instant::now();
-        let mut found: BTreeMap<Side, Resume> = BTreeMap::new();
-        let mut tail = FIRST_TAIL;
-        loop {
+        let mut found: BTreeMap<i32, BTreeMap<Side, Resume>> = BTreeMap::new();
+        // Checkpoint partitions still to look further back in, with how far.
+        let mut todo: BTreeMap<i32, i64> = partitions
+            .iter()
+            .map(|&p| (self.partition_for(p), FIRST_TAIL))
+            .collect();
+        while !todo.is_empty() {
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&self.topic, cp, Offset::OffsetTail(tail))?;
+            for (&cp, &tail) in &todo {
+                tpl.add_partition_offset(&self.topic, cp, Offset::OffsetTail(tail))?;
+            }
             consumer.assign(&tpl)?;
-            // Newest first wins: records come in log order, so keep the last.
-            let mut newest: BTreeMap<Side, Resume> = BTreeMap::new();
-            let mut first_offset = None;
-            loop {
+            let mut reading: BTreeSet<i32> = todo.keys().copied().collect();
+            let mut first_offset: BTreeMap<i32, i64> = BTreeMap::new();
+            // Records come in log order: the last one of a key is its newest.
+            let mut newest: BTreeMap<(i32, Side), Resume> = BTreeMap::new();
+            while !reading.is_empty() {
                 if started.elapsed() > timeout {
                     return Err(CheckpointError::Timeout {
                         topic: self.topic.clone(),
-                        partition,
-                        checkpoint_partition: cp,
+                        checkpoint_partitions: reading.into_iter().collect(),
                         timeout,
                     });
                 }
                 match consumer.poll(Duration::from_millis(100)) {
                     None => continue,
-                    Some(Err(KafkaError::PartitionEOF(_))) => break,
+                    Some(Err(KafkaError::PartitionEOF(cp))) => {
+                        reading.remove(&cp);
+                    }
                     Some(Err(e)) => return Err(e.into()),
                     Some(Ok(m)) => {
-                        first_offset.get_or_insert(m.offset());
+                        first_offset.entry(m.partition()).or_insert(m.offset());
                         let (Some(k), Some(v)) = (m.key(), m.payload()) else {
                             continue;
                         };
-                        let Some(&(side, _)) = keys.iter().find(|(_, key)| key.as_bytes() == k)
+                        let Some(&at) = std::str::from_utf8(k).ok().and_then(|k| keys.get(k))
                         else {
                             continue;
                         };
                         match std::str::from_utf8(v).ok().and_then(Resume::parse) {
                             Some(r) => {
-                                newest.insert(side, r);
+                                newest.insert(at, r);
                             }
                             None => tracing::warn!(
                                 topic = %self.topic,
@@ -165,26 +172,30 @@ impl Checkpoints {
                     }
                 }
             }
-            for (side, r) in newest {
-                found.entry(side).or_insert(r);
+            for ((p, side), r) in newest {
+                // An earlier (further back) look never overrides a newer one.
+                found.entry(p).or_default().entry(side).or_insert(r);
             }
-            if found.len() == 2 {
-                break;
+            let mut next = BTreeMap::new();
+            for (&cp, &tail) in &todo {
+                let complete = partitions
+                    .iter()
+                    .filter(|&&p| self.partition_for(p) == cp)
+                    .all(|p| found.get(p).is_some_and(|f| f.len() == 2));
+                // Did this look start at the beginning of the log?
+                let covered = match (
+                    first_offset.get(&cp),
+                    cached_watermarks(consumer.client(), &self.topic, cp),
+                ) {
+                    (Some(&first), Some((low, _))) => first <= low,
+                    (None, Some((low, high))) => high - tail <= low,
+                    _ => true,
+                };
+                if !complete && !covered {
+                    next.insert(cp, tail.saturating_mul(8));
+                }
             }
-            // Did this look start at the beginning of the log?
-            let low = cached_watermarks(consumer.client(), &self.topic, cp).map(|(l, _)| l);
-            let covered = match (first_offset, low) {
-                (Some(first), Some(low)) => first <= low,
-                // Nothing read: the partition is empty from the tail on;
-                // when its log start is the tail start, it is all there is.
-                (None, Some(low)) => cached_watermarks(consumer.client(), &self.topic, cp)
-                    .is_some_and(|(_, high)| high - tail <= low),
-                _ => true,
-            };
-            if covered {
-                break;
-            }
-            tail = tail.saturating_mul(8);
+            todo = next;
         }
         Ok(found)
     }

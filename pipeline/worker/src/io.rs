@@ -63,18 +63,26 @@ pub trait Source: Send + Sync {
     fn resume(&mut self, parts: &[TopicPartition]) -> Result<(), SourceError>;
 }
 
+/// A partition pair's writer and the checkpoints it resumes from.
+pub struct Opened<P> {
+    pub partition: i32,
+    pub pair: P,
+    pub resumes: BTreeMap<Side, Resume>,
+}
+
 /// Where partition pairs' cycles go, and their checkpoints come from.
 pub trait Sink: Send {
     /// The open output side of one partition pair.
     type Pair: Send;
 
-    /// Become the writer of partition `partition`: fence a previous writer
-    /// and end what it left open, then read the partition's newest
+    /// Become the writer of `partitions` (all those of one assignment, in
+    /// one go: assignment work must stay short): fence previous writers and
+    /// end what they left open, then read each partition's newest
     /// checkpoints.
     fn open(
         &mut self,
-        partition: i32,
-    ) -> impl Future<Output = Result<(Self::Pair, BTreeMap<Side, Resume>), WorkerError>> + Send;
+        partitions: &[i32],
+    ) -> impl Future<Output = Result<Vec<Opened<Self::Pair>>, WorkerError>> + Send;
 
     /// Emit `cycle` and commit it with the input `offsets`, atomically with
     /// exactly-once delivery. An error means nothing of it may be assumed

@@ -22,7 +22,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::decode::{RawMessage, RecordDecoder};
 use crate::enrich::AccountTable;
-use crate::io::{Accounts, Membership, Sink, Source};
+use crate::io::{Accounts, Membership, Opened, Sink, Source};
 use crate::metrics::Metrics;
 use crate::process::{Detector, ProcessError};
 use crate::schemas::SchemaSet;
@@ -418,16 +418,21 @@ pub struct MemPair {
 impl Sink for MemSink {
     type Pair = MemPair;
 
-    async fn open(
-        &mut self,
-        partition: i32,
-    ) -> Result<(MemPair, BTreeMap<Side, Resume>), WorkerError> {
+    async fn open(&mut self, partitions: &[i32]) -> Result<Vec<Opened<MemPair>>, WorkerError> {
         let mut b = self.broker.lock();
-        let epoch = b.next_writer;
-        b.next_writer += 1;
-        b.writers.insert(partition, epoch);
-        let resumes = b.checkpoints.get(&partition).cloned().unwrap_or_default();
-        Ok((MemPair { partition, epoch }, resumes))
+        Ok(partitions
+            .iter()
+            .map(|&partition| {
+                let epoch = b.next_writer;
+                b.next_writer += 1;
+                b.writers.insert(partition, epoch);
+                Opened {
+                    partition,
+                    pair: MemPair { partition, epoch },
+                    resumes: b.checkpoints.get(&partition).cloned().unwrap_or_default(),
+                }
+            })
+            .collect())
     }
 
     async fn commit<S: Source>(

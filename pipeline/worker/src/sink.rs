@@ -15,16 +15,15 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
 
 use crate::checkpoint::Checkpoints;
 use crate::config::{Config, Delivery};
 use crate::decode::{RawMessage, Reject, RejectKind};
-use crate::io::{Membership, Sink, Source};
+use crate::io::{Membership, Opened, Sink, Source};
 use crate::schemas::{encode_framed, SchemaSet};
 use crate::score::RiskScore;
 use crate::source::TopicPartition;
-use crate::window::{Resume, Side};
+use crate::window::Resume;
 use crate::worker::WorkerError;
 
 /// Record headers on produced scores. They carry what must stay out of the
@@ -234,22 +233,39 @@ impl KafkaSink {
 impl Sink for KafkaSink {
     type Pair = PairSink;
 
-    async fn open(
-        &mut self,
-        partition: i32,
-    ) -> Result<(PairSink, BTreeMap<Side, Resume>), WorkerError> {
-        // The producer first: initialising it ends what the previous owner
-        // left open, which would otherwise hide its newest checkpoints.
-        let pair = PairSink::new(&self.cfg, partition, &self.checkpoints)?;
-        let topics = [
-            self.cfg.topics.requests.as_str(),
-            self.cfg.topics.responses.as_str(),
-        ];
-        let resumes = tokio::task::block_in_place(|| {
-            self.checkpoints
-                .read(topics, partition, Duration::from_secs(60))
+    async fn open(&mut self, partitions: &[i32]) -> Result<Vec<Opened<PairSink>>, WorkerError> {
+        // Producers first, initialised side by side (each a few round
+        // trips): initialising one ends what the previous owner left open,
+        // which would otherwise hide its newest checkpoints.
+        let cfg = &self.cfg;
+        let checkpoints = &self.checkpoints;
+        let pairs: Vec<Result<PairSink, SinkError>> = tokio::task::block_in_place(|| {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = partitions
+                    .iter()
+                    .map(|&p| scope.spawn(move || PairSink::new(cfg, p, checkpoints)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("producer initialisation panicked"))
+                    .collect()
+            })
+        });
+        let topics = [cfg.topics.requests.as_str(), cfg.topics.responses.as_str()];
+        let mut resumes = tokio::task::block_in_place(|| {
+            checkpoints.read(topics, partitions, Duration::from_secs(30))
         })?;
-        Ok((pair, resumes))
+        partitions
+            .iter()
+            .zip(pairs)
+            .map(|(&partition, pair)| {
+                Ok(Opened {
+                    partition,
+                    pair: pair?,
+                    resumes: resumes.remove(&partition).unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     async fn commit<S: Source>(
@@ -286,8 +302,8 @@ pub fn transactional_id(cfg: &Config, partition: i32) -> String {
 }
 
 impl PairSink {
-    /// Create (and with exactly-once, initialise: blocking) the producer of
-    /// `partition`.
+    /// Create (and with exactly-once, initialise: blocking, call it off the
+    /// async threads) the producer of `partition`.
     pub fn new(cfg: &Config, partition: i32, checkpoints: &Checkpoints) -> Result<Self, SinkError> {
         let transactional = cfg.worker.delivery == Delivery::ExactlyOnce;
         let mut cc = cfg.producer_config();
@@ -303,8 +319,8 @@ impl PairSink {
         }
         let producer: FutureProducer = cc.create().map_err(SinkError::Client)?;
         if transactional {
-            let timeout = cfg.worker.produce_timeout;
-            tokio::task::block_in_place(|| producer.init_transactions(timeout))
+            producer
+                .init_transactions(cfg.worker.produce_timeout)
                 .map_err(|source| SinkError::Transaction { partition, source })?;
         }
         Ok(PairSink {

@@ -419,7 +419,9 @@ impl Source for EventSource {
     }
 
     fn unfinished(&self) -> Result<Vec<TopicPartition>, SourceError> {
-        tokio::task::block_in_place(|| unfinished_partitions(&self.cfg, Duration::from_secs(30)))
+        // Well inside max.poll.interval.ms: a partition not answered in
+        // time counts as unfinished and is asked again at the next probe.
+        tokio::task::block_in_place(|| unfinished_partitions(&self.cfg, Duration::from_secs(5)))
     }
 
     fn commit(&self, offsets: &[(TopicPartition, i64)]) -> Result<(), SourceError> {

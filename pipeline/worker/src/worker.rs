@@ -643,16 +643,18 @@ impl<P> State<P> {
             }
             Change::Assigned(parts) => {
                 self.joined = true;
-                let new: BTreeSet<i32> = parts
+                let new: Vec<i32> = parts
                     .iter()
                     .map(|tp| tp.1)
                     .filter(|p| !self.pairs.contains_key(p))
+                    .collect::<BTreeSet<i32>>()
+                    .into_iter()
                     .collect();
-                for p in new {
-                    let (pair_sink, resumes) = sink.open(p).await?;
+                for opened in sink.open(&new).await? {
+                    let p = opened.partition;
                     let mut windows = PartitionWindows::new(p, self.spec);
                     let mut committed = [None, None];
-                    for (side, r) in resumes {
+                    for (side, r) in opened.resumes {
                         tracing::info!(side = ?side, partition = p, emitted_until = r.emitted_until, offset = ?r.offset, read_to = r.read_to, "resuming partition");
                         windows.resume(side, r);
                         committed[idx(side)] = r.offset;
@@ -661,7 +663,7 @@ impl<P> State<P> {
                         p,
                         Pair {
                             windows,
-                            sink: pair_sink,
+                            sink: opened.pair,
                             pending: Cycle::default(),
                             dlq_since: None,
                             committed,
