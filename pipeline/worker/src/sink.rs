@@ -26,8 +26,8 @@ use crate::source::TopicPartition;
 use crate::window::Resume;
 use crate::worker::WorkerError;
 
-/// Record headers on produced scores. They carry what must stay out of the
-/// value to keep it a pure function of the input.
+/// Record headers on produced scores and DLQ records. They carry what must
+/// stay out of the value to keep it a pure function of the input.
 pub const HEADER_PROCESSED_AT: &str = "dw.processed_at_ms";
 pub const HEADER_WORKER: &str = "dw.worker";
 /// DLQ headers.
@@ -414,6 +414,14 @@ impl PairSink {
                 .insert(Header {
                     key: HEADER_ERROR_KIND,
                     value: Some(d.kind.as_str()),
+                })
+                .insert(Header {
+                    key: HEADER_PROCESSED_AT,
+                    value: Some(processed_at.as_str()),
+                })
+                .insert(Header {
+                    key: HEADER_WORKER,
+                    value: Some(self.worker.as_str()),
                 })
                 .insert(Header {
                     key: HEADER_ERROR_MESSAGE,
