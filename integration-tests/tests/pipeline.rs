@@ -771,6 +771,8 @@ async fn at_least_once_delivery_emits_the_same_records_as_exactly_once() {
     exactly.kafka.group_id = unique_name("alo-eo-group");
     exactly.topics.scores = unique_name("alo-eo-scores");
     exactly.topics.dlq = unique_name("alo-eo-dlq");
+    // Not created: the worker creates its internal checkpoint topic itself.
+    exactly.topics.checkpoints = unique_name("alo-eo-checkpoints");
     create_topics(
         &client_config(),
         &[
@@ -781,6 +783,16 @@ async fn at_least_once_delivery_emits_the_same_records_as_exactly_once() {
     .await
     .unwrap();
     run_worker(&exactly).await.unwrap();
+    let consumer: BaseConsumer = client_config().create().unwrap();
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    let cp = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == exactly.topics.checkpoints)
+        .expect("the worker created its checkpoint topic");
+    assert_eq!(cp.partitions().len(), 4, "as many partitions as the input");
     let a = records(&read_all(&cfg.topics.scores));
     assert!(!a.is_empty());
     assert_eq!(a, records(&read_all(&exactly.topics.scores)));

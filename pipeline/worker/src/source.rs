@@ -49,7 +49,7 @@ pub enum SourceError {
         req: usize,
         resp: usize,
     },
-    #[error("topic {0} does not exist (the worker does not create topics; see `distill-watch topics create`)")]
+    #[error("topic {0} does not exist (the worker creates only its internal checkpoint topic; see `distill-watch topics create`)")]
     MissingTopic(String),
     #[error("reading {topic}: {message}")]
     Accounts { topic: String, message: String },

@@ -30,6 +30,7 @@ use crate::process::{Detector, ProcessError};
 use crate::schemas::SchemaSet;
 use crate::sink::{Cycle, DlqRecord, KafkaSink, SinkError};
 use crate::source::{AccountsSource, Change, EventSource, SourceError, TopicPartition};
+use crate::topics::{create_topics, TopicSpec};
 use crate::window::{PartitionWindows, Side, WindowSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,8 @@ pub enum WorkerError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    Topics(#[from] crate::topics::TopicError),
     #[error("the group did not finish its input within {timeout:?}: partitions {partitions:?} are not scored and committed to their end (held by another member, or a dead one whose session has not expired)")]
     GroupNotDone {
         timeout: Duration,
@@ -83,11 +86,14 @@ pub async fn run(
     run_with_progress(cfg, shutdown, &Progress::default()).await
 }
 
-/// Partition count of `topic` (0 when it does not exist).
+/// Partition count of `topic` (0 when it does not exist). Asks for every
+/// topic's metadata, not this one's: a broker that auto-creates topics
+/// (the local one does, on a metadata request naming them) must not
+/// create it here with its default settings.
 fn partition_count(cfg: &Config, topic: &str) -> Result<usize, SourceError> {
     let consumer: BaseConsumer = cfg.consumer_config().create()?;
     let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .fetch_metadata(None, Duration::from_secs(10))
         .map_err(|source| SourceError::Metadata {
             bootstrap: cfg.kafka.bootstrap_servers.clone(),
             topic: topic.to_string(),
@@ -130,9 +136,14 @@ pub async fn run_with_progress(
     );
     let source = EventSource::new(cfg, cfg.worker.exit_at_eof)?;
     let inputs = partition_count(cfg, &cfg.topics.requests)?;
-    let cp_partitions = partition_count(cfg, &cfg.topics.checkpoints)?;
+    let mut cp_partitions = partition_count(cfg, &cfg.topics.checkpoints)?;
     if cp_partitions == 0 {
-        return Err(SourceError::MissingTopic(cfg.topics.checkpoints.clone()).into());
+        // The worker's own internal topic (as Kafka Streams creates its
+        // internal topics): compacted, as many partitions as the input.
+        tracing::info!(topic = %cfg.topics.checkpoints, partitions = inputs, "creating the checkpoint topic");
+        let spec = TopicSpec::new(&cfg.topics.checkpoints, inputs as i32).compacted();
+        create_topics(&cfg.client_config(), &[spec]).await?;
+        cp_partitions = inputs;
     }
     if cfg.worker.delivery == Delivery::ExactlyOnce && cp_partitions < inputs {
         return Err(crate::checkpoint::CheckpointError::TooFewPartitions {
