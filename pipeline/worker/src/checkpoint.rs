@@ -45,7 +45,7 @@ pub enum CheckpointError {
         checkpoint_partitions: Vec<i32>,
         timeout: Duration,
     },
-    #[error("topic {topic} has {have} partitions; with exactly-once delivery it needs at least as many as the input topics ({need}), so that no partition's checkpoints wait behind another partition's open transaction. Add partitions to it, or delete it and the worker creates it right (it holds no more than where each partition was; the group then starts from its committed offsets), or set [worker] delivery = \"at_least_once\"")]
+    #[error("topic {topic} has {have} partitions; with exactly-once delivery it needs at least as many as the input topics ({need}), so that no partition's checkpoints wait behind another partition's open transaction. Point [topics] checkpoints at a topic with enough partitions (a new one, or a missing one the worker creates, together with a new [kafka] group_id: checkpoints do not move between partitions), or set [worker] delivery = \"at_least_once\"")]
     TooFewPartitions {
         topic: String,
         have: usize,
