@@ -324,7 +324,7 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
         let flush =
             cfg.worker.exit_at_eof && state.joined && state.assignment.is_subset(&state.at_end);
         state
-            .close_windows(self.detector, &self.accounts, flush)
+            .close_windows(self.detector, &self.accounts, flush, &self.clock)
             .await?;
         state
             .commit_due(
@@ -455,9 +455,12 @@ struct State<P> {
     metrics: Metrics,
 }
 
-/// Windows scored in one step at most, so polling (and the group's
-/// heartbeat of liveness) goes on while a backlog of windows is scored.
+/// Windows scored in one step at most, and the time a step may spend
+/// scoring, so polling (which the group takes as the member's liveness,
+/// `max.poll.interval.ms`) goes on while a backlog of windows is scored.
+/// Neither changes what a window holds, only when it is emitted.
 const MAX_WINDOWS_PER_STEP: usize = 16;
+const MAX_SCORING_PER_STEP: Duration = Duration::from_secs(1);
 
 fn other(side: Side) -> Side {
     match side {
@@ -717,10 +720,14 @@ impl<P> State<P> {
         detector: &Detector,
         accounts: &A,
         flush: bool,
+        clock: &Clock,
     ) -> Result<(), WorkerError> {
+        let started = clock();
         let mut closed = 0;
         for pair in self.pairs.values_mut() {
-            while closed < MAX_WINDOWS_PER_STEP {
+            while closed < MAX_WINDOWS_PER_STEP
+                && clock().duration_since(started) < MAX_SCORING_PER_STEP
+            {
                 let Some(w) = pair.windows.close_next(flush) else {
                     break;
                 };
