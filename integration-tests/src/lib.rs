@@ -159,6 +159,17 @@ pub fn producer_config() -> ClientConfig {
     config
 }
 
+/// A producer that places keys the way the traffic generator assumes
+/// (`murmur2_random`, as Kafka's Java clients do), for writing generated
+/// traffic with `distill_watch_traffic::write_to_kafka`.
+pub fn traffic_producer() -> rdkafka::producer::FutureProducer {
+    let mut cc = client_config();
+    cc.set("partitioner", "murmur2_random")
+        .set("enable.idempotence", "false")
+        .set("linger.ms", "5");
+    cc.create().expect("traffic producer")
+}
+
 /// Creates topics with [`distill_watch::topics::create_topics`], blocking.
 pub fn create_topics(specs: &[TopicSpec]) {
     block_on(topics::create_topics(&client_config(), specs))

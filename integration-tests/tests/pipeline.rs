@@ -13,7 +13,7 @@ use distill_watch::source::read_to_end;
 use distill_watch::topics::{create_topics, TopicSpec};
 use distill_watch_traffic::partition::partition_of;
 use distill_watch_traffic::{write_to_kafka, Record, Scenario, Topics};
-use integration_tests::{broker, client_config, unique_name};
+use integration_tests::{broker, client_config, traffic_producer, unique_name};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
@@ -76,14 +76,6 @@ fn specs(cfg: &Config, with_scores: bool) -> Vec<TopicSpec> {
 
 fn scores_spec(cfg: &Config) -> TopicSpec {
     TopicSpec::new(&cfg.topics.scores, 4)
-}
-
-fn producer() -> FutureProducer {
-    let mut cc = client_config();
-    cc.set("partitioner", "murmur2_random")
-        .set("enable.idempotence", "false")
-        .set("linger.ms", "5");
-    cc.create().unwrap()
 }
 
 /// Every record of `topic`, read to the end of each partition.
@@ -196,7 +188,7 @@ async fn labelled_traffic_with_faults_is_counted_scored_once_and_replays_identic
         responses: cfg.topics.responses.clone(),
         accounts: cfg.topics.accounts.clone(),
     };
-    write_to_kafka(&traffic, &producer(), &topics)
+    write_to_kafka(&traffic, &traffic_producer(), &topics)
         .await
         .unwrap();
 
@@ -441,7 +433,7 @@ async fn bad_input_lands_in_the_dlq_with_reasons_and_good_events_are_scored() {
     create_topics(&client_config(), &specs(&cfg, true))
         .await
         .unwrap();
-    let producer = producer();
+    let producer = traffic_producer();
     let ev = Events::new();
     // Bad messages first and among the good ones, on both event topics.
     let req = &cfg.topics.requests;
@@ -582,7 +574,7 @@ async fn offsets_are_not_committed_ahead_of_delivered_scores() {
     // not auto-create topics (the local broker auto-creates on produce).
     let good_scores_topic = cfg.topics.scores.clone();
     cfg.topics.scores = format!("{good_scores_topic}!illegal name");
-    let producer = producer();
+    let producer = traffic_producer();
     let ev = Events::new();
     let good = good_traffic(&cfg, &producer, &ev, 4, 30, 35 * MIN, false).await;
 
@@ -632,7 +624,7 @@ async fn a_restart_resumes_open_windows_without_re_emitting_closed_ones() {
     create_topics(&client_config(), &specs(&cfg, true))
         .await
         .unwrap();
-    let producer = producer();
+    let producer = traffic_producer();
     let ev = Events::new();
     // 15 minutes: the first window closes (watermark 15m - 30s > 10m + 2m),
     // the second stays open while the worker runs live.
@@ -763,7 +755,16 @@ async fn at_least_once_delivery_emits_the_same_records_as_exactly_once() {
     create_topics(&client_config(), &specs(&cfg, true))
         .await
         .unwrap();
-    let good = good_traffic(&cfg, &producer(), &Events::new(), 4, 30, 35 * MIN, true).await;
+    let good = good_traffic(
+        &cfg,
+        &traffic_producer(),
+        &Events::new(),
+        4,
+        30,
+        35 * MIN,
+        true,
+    )
+    .await;
     cfg.worker.delivery = distill_watch::config::Delivery::AtLeastOnce;
     run_worker(&cfg).await.unwrap();
     let mut exactly = cfg.clone();

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use distill_watch::simulate::Rng;
 use distill_watch::sink::{
     HEADER_ERROR_KIND, HEADER_ERROR_MESSAGE, HEADER_PROCESSED_AT, HEADER_SOURCE_OFFSET,
     HEADER_SOURCE_PARTITION, HEADER_SOURCE_TIMESTAMP,
@@ -18,10 +19,9 @@ use distill_watch::source::read_to_end;
 use distill_watch::topics::TopicSpec;
 use distill_watch_traffic::{write_to_kafka, Scenario, Topics, Traffic};
 use integration_tests::{
-    block_on, broker, broker_is_nisshi, client_config, create_topics, unique_name,
+    block_on, broker, broker_is_nisshi, client_config, create_topics, traffic_producer, unique_name,
 };
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::FutureProducer;
 
 const PARTITIONS: i32 = 4;
 
@@ -303,21 +303,13 @@ struct Fixture {
     dlq: Vec<Rec>,
 }
 
-fn producer() -> FutureProducer {
-    let mut cc = client_config();
-    cc.set("partitioner", "murmur2_random")
-        .set("enable.idempotence", "false")
-        .set("linger.ms", "5");
-    cc.create().unwrap()
-}
-
 fn write(traffic: &Traffic, names: &Names) {
     let topics = Topics {
         requests: names.requests.clone(),
         responses: names.responses.clone(),
         accounts: names.accounts.clone(),
     };
-    block_on(write_to_kafka(traffic, &producer(), &topics)).unwrap();
+    block_on(write_to_kafka(traffic, &traffic_producer(), &topics)).unwrap();
 }
 
 fn fixture() -> &'static Fixture {
@@ -430,17 +422,12 @@ fn wait_for_progress(worker: &mut Worker, topic: &str, n: usize, timeout: Durati
     }
 }
 
-/// A small deterministic generator for the kill moments.
+/// `n` seeded kill moments, in records emitted, sorted.
 fn moments(seed: u64, n: usize, total: usize) -> Vec<usize> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    let mut rng = Rng(seed.wrapping_mul(6364136223846793005).wrapping_add(1));
+    // Between 5% and 90% of the run's records.
     let mut v: Vec<usize> = (0..n)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            // Between 5% and 90% of the run's records.
-            total * (5 + ((x >> 33) % 86) as usize) / 100
-        })
+        .map(|_| total * (5 + rng.below(86) as usize) / 100)
         .collect();
     v.sort();
     v

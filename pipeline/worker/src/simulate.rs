@@ -32,12 +32,20 @@ use crate::source::{Change, Polled, SourceError, TopicPartition};
 use crate::window::{Resume, Side};
 use crate::worker::{Progress, Step, WorkerError, WorkerLoop};
 
-const SIDES: [Side; 2] = [Side::Requests, Side::Responses];
+/// The seeded generator of the simulation and of the tests that drive it: a
+/// 64-bit linear congruential generator, small and the same sequence for a
+/// seed everywhere, so a failing seed reproduces.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
 
-fn idx(side: Side) -> usize {
-    match side {
-        Side::Requests => 0,
-        Side::Responses => 1,
+impl Rng {
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n.max(1)
     }
 }
 
@@ -96,18 +104,10 @@ struct Inner {
     faults: VecDeque<CommitFault>,
     outputs: Outputs,
     /// Decides how polls interleave partitions and topics.
-    rng: u64,
+    rng: Rng,
 }
 
 impl Inner {
-    fn next_rand(&mut self, n: u64) -> u64 {
-        self.rng = self
-            .rng
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.rng >> 33) % n.max(1)
-    }
-
     /// Eager rebalance with the range assignor over the members by id.
     fn rebalance(&mut self) {
         self.generation += 1;
@@ -118,7 +118,7 @@ impl Inner {
         for (i, id) in ids.iter().enumerate() {
             let count = n / m + usize::from(i < n % m);
             let parts: Vec<TopicPartition> = (start..start + count)
-                .flat_map(|p| SIDES.map(|s| (s, p as i32)))
+                .flat_map(|p| Side::BOTH.map(|s| (s, p as i32)))
                 .collect();
             start += count;
             let positions = parts
@@ -137,7 +137,7 @@ impl Inner {
     }
 
     fn end(&self, tp: TopicPartition) -> i64 {
-        self.logs[idx(tp.0)][tp.1 as usize].len() as i64
+        self.logs[tp.0.idx()][tp.1 as usize].len() as i64
     }
 }
 
@@ -163,7 +163,7 @@ impl MemBroker {
             next_writer: 1,
             faults: VecDeque::new(),
             outputs: Outputs::default(),
-            rng: seed ^ 0x9e37_79b9_7f4a_7c15,
+            rng: Rng(seed ^ 0x9e37_79b9_7f4a_7c15),
         })))
     }
 
@@ -181,7 +181,7 @@ impl MemBroker {
         timestamp_ms: i64,
     ) -> i64 {
         let mut b = self.lock();
-        let log = &mut b.logs[idx(side)][partition as usize];
+        let log = &mut b.logs[side.idx()][partition as usize];
         let offset = log.len() as i64;
         log.push(RawMessage {
             partition,
@@ -286,16 +286,16 @@ impl Source for MemSource {
             .copied()
             .filter(|tp| {
                 !m.paused.contains(tp)
-                    && m.positions[tp] < b.logs[idx(tp.0)][tp.1 as usize].len() as i64
+                    && m.positions[tp] < b.logs[tp.0.idx()][tp.1 as usize].len() as i64
             })
             .collect();
         while out.messages.len() < max && !open.is_empty() {
-            let i = b.next_rand(open.len() as u64) as usize;
+            let i = b.rng.below(open.len() as u64) as usize;
             let tp = open[i];
-            let chunk = 1 + b.next_rand(16) as usize;
+            let chunk = 1 + b.rng.below(16) as usize;
             let m = b.members.get_mut(&self.member).expect("member");
             let pos = m.positions.get_mut(&tp).expect("assigned");
-            let log = &b.logs[idx(tp.0)][tp.1 as usize];
+            let log = &b.logs[tp.0.idx()][tp.1 as usize];
             let end = (*pos as usize + chunk)
                 .min(log.len())
                 .min(*pos as usize + max - out.messages.len());
@@ -318,7 +318,7 @@ impl Source for MemSource {
     }
 
     fn topic(&self, side: Side) -> &str {
-        &self.topics[idx(side)]
+        &self.topics[side.idx()]
     }
 
     fn watermarks(&self, side: Side, partition: i32) -> Option<(i64, i64)> {
@@ -339,7 +339,7 @@ impl Source for MemSource {
     fn unfinished(&self) -> Result<Vec<TopicPartition>, SourceError> {
         let b = self.broker.lock();
         Ok((0..b.partitions)
-            .flat_map(|p| SIDES.map(|s| (s, p)))
+            .flat_map(|p| Side::BOTH.map(|s| (s, p)))
             .filter(|tp| b.committed.get(tp).copied().unwrap_or(0) < b.end(*tp))
             .collect())
     }

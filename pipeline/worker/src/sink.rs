@@ -135,6 +135,19 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Record headers, in the order given.
+fn headers(pairs: &[(&str, &str)]) -> OwnedHeaders {
+    pairs.iter().fold(
+        OwnedHeaders::new_with_capacity(pairs.len()),
+        |h, &(key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
+        },
+    )
+}
+
 /// Wait for every delivery; the first failure is the error.
 async fn await_all(deliveries: Vec<(&String, DeliveryFuture)>) -> Result<(), SinkError> {
     for (topic, result) in join_all(
@@ -190,12 +203,6 @@ pub struct Cycle {
     /// Per input topic of the pair: the checkpoint, whose offset is also
     /// the one committed.
     pub checkpoints: Vec<(String, Resume)>,
-}
-
-impl Cycle {
-    pub fn is_empty(&self) -> bool {
-        self.scores.is_empty() && self.dlq.is_empty() && self.checkpoints.is_empty()
-    }
 }
 
 /// The producer of one partition pair. With exactly-once delivery it is
@@ -387,15 +394,10 @@ impl PairSink {
         }
         let mut deliveries = Vec::new();
         for (s, payload) in cycle.scores.iter().zip(&payloads) {
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: HEADER_PROCESSED_AT,
-                    value: Some(processed_at.as_str()),
-                })
-                .insert(Header {
-                    key: HEADER_WORKER,
-                    value: Some(self.worker.as_str()),
-                });
+            let headers = headers(&[
+                (HEADER_PROCESSED_AT, &processed_at),
+                (HEADER_WORKER, &self.worker),
+            ]);
             let record = FutureRecord::to(&self.scores_topic)
                 .key(s.account_id.as_bytes())
                 .payload(payload.as_slice())
@@ -410,39 +412,16 @@ impl PairSink {
                 .timestamp_ms
                 .map(|t| t.to_string())
                 .unwrap_or_default();
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: HEADER_ERROR_KIND,
-                    value: Some(d.kind.as_str()),
-                })
-                .insert(Header {
-                    key: HEADER_PROCESSED_AT,
-                    value: Some(processed_at.as_str()),
-                })
-                .insert(Header {
-                    key: HEADER_WORKER,
-                    value: Some(self.worker.as_str()),
-                })
-                .insert(Header {
-                    key: HEADER_ERROR_MESSAGE,
-                    value: Some(d.detail.as_str()),
-                })
-                .insert(Header {
-                    key: HEADER_SOURCE_TOPIC,
-                    value: Some(d.source_topic.as_str()),
-                })
-                .insert(Header {
-                    key: HEADER_SOURCE_PARTITION,
-                    value: Some(partition.as_str()),
-                })
-                .insert(Header {
-                    key: HEADER_SOURCE_OFFSET,
-                    value: Some(offset.as_str()),
-                })
-                .insert(Header {
-                    key: HEADER_SOURCE_TIMESTAMP,
-                    value: Some(timestamp.as_str()),
-                });
+            let headers = headers(&[
+                (HEADER_ERROR_KIND, d.kind.as_str()),
+                (HEADER_PROCESSED_AT, &processed_at),
+                (HEADER_WORKER, &self.worker),
+                (HEADER_ERROR_MESSAGE, &d.detail),
+                (HEADER_SOURCE_TOPIC, &d.source_topic),
+                (HEADER_SOURCE_PARTITION, &partition),
+                (HEADER_SOURCE_OFFSET, &offset),
+                (HEADER_SOURCE_TIMESTAMP, &timestamp),
+            ]);
             let mut record: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(&self.dlq_topic).headers(headers);
             if let Some(k) = d.msg.key.as_deref() {

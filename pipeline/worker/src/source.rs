@@ -191,6 +191,8 @@ pub struct EventSource {
     cfg: Config,
     topics: EventTopics,
     bootstrap: String,
+    /// Partitions of each event topic, as found at start.
+    partitions: usize,
     /// A message received together with a rebalance; it belongs to the
     /// next poll.
     stash: Option<(Side, RawMessage)>,
@@ -245,37 +247,28 @@ impl EventSource {
             changes: Mutex::new(Vec::new()),
         };
         let consumer: StreamConsumer<SourceContext> = cc.create_with_context(context)?;
-        let source = EventSource {
+        let mut source = EventSource {
             consumer,
             cfg: cfg.clone(),
             topics,
             bootstrap: cfg.kafka.bootstrap_servers.clone(),
+            partitions: 0,
             stash: None,
         };
-        source.check_topics()?;
+        source.partitions = source.check_topics()?;
         source
             .consumer
             .subscribe(&[&source.topics.requests, &source.topics.responses])?;
         Ok(source)
     }
 
-    fn check_topics(&self) -> Result<(), SourceError> {
+    /// Both event topics exist with the same partition count; returns it.
+    fn check_topics(&self) -> Result<usize, SourceError> {
         let count = |topic: &str| -> Result<usize, SourceError> {
-            let md = self
-                .consumer
-                .fetch_metadata(Some(topic), Duration::from_secs(10))
-                .map_err(|source| SourceError::Metadata {
-                    bootstrap: self.bootstrap.clone(),
-                    topic: topic.to_string(),
-                    source: Box::new(source),
-                })?;
-            let t = md
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic)
-                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-                .ok_or_else(|| SourceError::MissingTopic(topic.to_string()))?;
-            Ok(t.partitions().len())
+            match self.partition_count(topic)? {
+                0 => Err(SourceError::MissingTopic(topic.to_string())),
+                n => Ok(n),
+            }
         };
         let req = count(&self.topics.requests)?;
         let resp = count(&self.topics.responses)?;
@@ -287,7 +280,32 @@ impl EventSource {
                 resp,
             });
         }
-        Ok(())
+        Ok(req)
+    }
+
+    /// Partitions of each event topic.
+    pub fn partitions(&self) -> usize {
+        self.partitions
+    }
+
+    /// Partition count of `topic` (0 when it does not exist). Asks for every
+    /// topic's metadata, not this one's: a broker that auto-creates topics
+    /// (the local one does, on a metadata request naming them) must not
+    /// create it here with its default settings.
+    pub fn partition_count(&self, topic: &str) -> Result<usize, SourceError> {
+        let md = self
+            .consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map_err(|source| SourceError::Metadata {
+                bootstrap: self.bootstrap.clone(),
+                topic: topic.to_string(),
+                source: Box::new(source),
+            })?;
+        Ok(md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map_or(0, |t| t.partitions().len()))
     }
 
     fn list(&self, parts: &[TopicPartition]) -> TopicPartitionList {
@@ -348,49 +366,6 @@ impl EventSource {
         }
         Ok(out)
     }
-
-    /// Committed offsets of `parts` (`None`: nothing committed yet).
-    fn committed_offsets(
-        &self,
-        parts: &[TopicPartition],
-    ) -> Result<BTreeMap<TopicPartition, Option<i64>>, SourceError> {
-        let mut tpl = TopicPartitionList::new();
-        for &(side, p) in parts {
-            tpl.add_partition(self.topics.name(side), p);
-        }
-        let got = tokio::task::block_in_place(|| {
-            self.consumer
-                .committed_offsets(tpl, Duration::from_secs(30))
-        })?;
-        let mut out = BTreeMap::new();
-        for e in got.elements() {
-            let Some(side) = self.topics.side(e.topic()) else {
-                continue;
-            };
-            let offset = match e.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            };
-            out.insert((side, e.partition()), offset);
-        }
-        Ok(out)
-    }
-
-    /// Commit `offsets` synchronously.
-    fn commit_sync(&self, offsets: &[(TopicPartition, i64)]) -> Result<(), SourceError> {
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        let mut tpl = TopicPartitionList::new();
-        for &((side, p), offset) in offsets {
-            tpl.add_partition_offset(self.topics.name(side), p, Offset::Offset(offset))?;
-        }
-        tokio::task::block_in_place(|| {
-            self.consumer
-                .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
-        })?;
-        Ok(())
-    }
 }
 
 impl Source for EventSource {
@@ -415,7 +390,22 @@ impl Source for EventSource {
         &self,
         parts: &[TopicPartition],
     ) -> Result<BTreeMap<TopicPartition, Option<i64>>, SourceError> {
-        self.committed_offsets(parts)
+        let got = tokio::task::block_in_place(|| {
+            self.consumer
+                .committed_offsets(self.list(parts), Duration::from_secs(30))
+        })?;
+        let mut out = BTreeMap::new();
+        for e in got.elements() {
+            let Some(side) = self.topics.side(e.topic()) else {
+                continue;
+            };
+            let offset = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            out.insert((side, e.partition()), offset);
+        }
+        Ok(out)
     }
 
     fn unfinished(&self) -> Result<Vec<TopicPartition>, SourceError> {
@@ -424,8 +414,20 @@ impl Source for EventSource {
         tokio::task::block_in_place(|| unfinished_partitions(&self.cfg, Duration::from_secs(5)))
     }
 
+    /// Synchronously.
     fn commit(&self, offsets: &[(TopicPartition, i64)]) -> Result<(), SourceError> {
-        self.commit_sync(offsets)
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for &((side, p), offset) in offsets {
+            tpl.add_partition_offset(self.topics.name(side), p, Offset::Offset(offset))?;
+        }
+        tokio::task::block_in_place(|| {
+            self.consumer
+                .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        })?;
+        Ok(())
     }
 
     fn membership(&self) -> Option<Membership> {

@@ -41,10 +41,22 @@ pub enum Side {
 }
 
 impl Side {
-    fn idx(self) -> usize {
+    /// Both sides, in index order.
+    pub const BOTH: [Side; 2] = [Side::Requests, Side::Responses];
+
+    /// Position in per-side arrays.
+    pub fn idx(self) -> usize {
         match self {
             Side::Requests => 0,
             Side::Responses => 1,
+        }
+    }
+
+    /// The partner topic of the pair.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Requests => Side::Responses,
+            Side::Responses => Side::Requests,
         }
     }
 }
@@ -491,6 +503,7 @@ fn column<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simulate::Rng;
     use arrow::array::{Int64Array, TimestampMillisecondArray};
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
     use std::sync::Arc;
@@ -735,10 +748,10 @@ mod tests {
         first.advance_position(Side::Responses, 3);
         let closed = first.close_ready(false);
         assert_eq!(closed.len(), 1);
-        let cps = [Side::Requests, Side::Responses].map(|s| first.checkpoint(s).unwrap());
+        let cps = Side::BOTH.map(|s| first.checkpoint(s).unwrap());
         assert_eq!(cps[1].offset, Some(1), "the open window holds response 1");
         let mut next = PartitionWindows::new(0, spec());
-        for (side, cp) in [Side::Requests, Side::Responses].into_iter().zip(cps) {
+        for (side, cp) in Side::BOTH.into_iter().zip(cps) {
             next.resume(side, cp);
         }
         let placed = next
@@ -780,36 +793,24 @@ mod tests {
             .collect()
     }
 
-    /// A small deterministic generator (no dependency for one test).
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self, n: u64) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (self.0 >> 33) % n
-        }
-    }
-
     /// Both sides of a partition: requests in event-time order with jitter
     /// up to 90s (many beyond the 30s bound), responses 0..3m later.
-    fn stream(rng: &mut Lcg, n: usize) -> [Vec<(i64, i64)>; 2] {
+    fn stream(rng: &mut Rng, n: usize) -> [Vec<(i64, i64)>; 2] {
         let mut req = Vec::new();
         let mut resp = Vec::new();
         let mut t = 0;
         for _ in 0..n {
-            t += rng.next(20_000) as i64;
+            t += rng.below(20_000) as i64;
             // A quarter of the requests lag by up to 90s: many beyond the bound.
-            let lag = if rng.next(4) == 0 { 90_000 } else { 20_000 };
-            let jittered = t - rng.next(lag) as i64;
+            let lag = if rng.below(4) == 0 { 90_000 } else { 20_000 };
+            let jittered = t - rng.below(lag) as i64;
             req.push((jittered, req.len() as i64));
-            resp.push(jittered + rng.next(180_000) as i64);
+            resp.push(jittered + rng.below(180_000) as i64);
         }
         resp.sort();
         // Reorder responses too, some by several places.
         for i in 1..resp.len() {
-            match rng.next(10) {
+            match rng.below(10) {
                 0 | 1 => resp.swap(i - 1, i),
                 2 if i >= 8 => resp.swap(i - 8, i),
                 _ => {}
@@ -829,7 +830,7 @@ mod tests {
         pw: &mut PartitionWindows,
         input: &[Vec<(i64, i64)>; 2],
         from: [usize; 2],
-        rng: &mut Lcg,
+        rng: &mut Rng,
         stop_after: Option<usize>,
         late: &mut Vec<(usize, u32)>,
     ) -> Vec<ClosedWindow> {
@@ -845,10 +846,10 @@ mod tests {
             } else if at[1] >= input[1].len() {
                 0
             } else {
-                rng.next(2) as usize
+                rng.below(2) as usize
             };
-            let side = [Side::Requests, Side::Responses][i];
-            let n = 1 + rng.next(7) as usize;
+            let side = Side::BOTH[i];
+            let n = 1 + rng.below(7) as usize;
             let end = (at[i] + n).min(input[i].len());
             let placed = pw.ingest(side, &batch(&input[i][at[i]..end])).unwrap();
             late.extend(placed.late.into_iter().map(|m| (i, m)));
@@ -867,7 +868,7 @@ mod tests {
     fn a_takeover_at_any_point_emits_what_an_uninterrupted_run_emits() {
         let mut total_late = 0;
         for seed in 0..200u64 {
-            let mut rng = Lcg(seed);
+            let mut rng = Rng(seed);
             let input = stream(&mut rng, 150);
             let mut whole = PartitionWindows::new(0, spec());
             let mut late_reference = Vec::new();
@@ -875,23 +876,23 @@ mod tests {
                 &mut whole,
                 &input,
                 [0, 0],
-                &mut Lcg(seed + 1),
+                &mut Rng(seed + 1),
                 None,
                 &mut late_reference,
             ));
             assert!(reference.len() >= 3, "seed {seed}: too few windows to test");
-            let cut = 1 + rng.next(40) as usize;
+            let cut = 1 + rng.below(40) as usize;
             let mut first = PartitionWindows::new(0, spec());
             let mut late = Vec::new();
             let mut got = shape(&drive(
                 &mut first,
                 &input,
                 [0, 0],
-                &mut Lcg(seed + 2),
+                &mut Rng(seed + 2),
                 Some(cut),
                 &mut late,
             ));
-            let sides = [Side::Requests, Side::Responses];
+            let sides = Side::BOTH;
             let cps = sides.map(|s| first.checkpoint(s));
             let mut next = PartitionWindows::new(0, spec());
             let mut from = [0, 0];
@@ -906,7 +907,7 @@ mod tests {
                 &mut next,
                 &input,
                 from,
-                &mut Lcg(seed + 3),
+                &mut Rng(seed + 3),
                 None,
                 &mut late,
             )));

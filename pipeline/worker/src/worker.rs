@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::datatypes::Int32Type;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::checkpoint::Checkpoints;
 use crate::config::{Config, Delivery};
@@ -66,8 +65,6 @@ pub struct RunSummary {
     pub metrics: Metrics,
 }
 
-const SIDES: [Side; 2] = [Side::Requests, Side::Responses];
-
 /// Live counters a caller can watch while a run works (progress bars).
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -84,26 +81,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunSummary, WorkerError> {
     run_with_progress(cfg, shutdown, &Progress::default()).await
-}
-
-/// Partition count of `topic` (0 when it does not exist). Asks for every
-/// topic's metadata, not this one's: a broker that auto-creates topics
-/// (the local one does, on a metadata request naming them) must not
-/// create it here with its default settings.
-fn partition_count(cfg: &Config, topic: &str) -> Result<usize, SourceError> {
-    let consumer: BaseConsumer = cfg.consumer_config().create()?;
-    let md = consumer
-        .fetch_metadata(None, Duration::from_secs(10))
-        .map_err(|source| SourceError::Metadata {
-            bootstrap: cfg.kafka.bootstrap_servers.clone(),
-            topic: topic.to_string(),
-            source: Box::new(source),
-        })?;
-    Ok(md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map_or(0, |t| t.partitions().len()))
 }
 
 /// Jobs and model from the configuration, checked against the windows.
@@ -135,8 +112,8 @@ pub async fn run_with_progress(
         "detector loaded"
     );
     let source = EventSource::new(cfg, cfg.worker.exit_at_eof)?;
-    let inputs = partition_count(cfg, &cfg.topics.requests)?;
-    let mut cp_partitions = partition_count(cfg, &cfg.topics.checkpoints)?;
+    let inputs = source.partitions();
+    let mut cp_partitions = source.partition_count(&cfg.topics.checkpoints)?;
     if cp_partitions == 0 {
         // The worker's own internal topic (as Kafka Streams creates its
         // internal topics): compacted, as many partitions as the input.
@@ -283,7 +260,7 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
         let by_side = [requests, responses]
             .map(|v| v.into_iter().map(|(_, m)| m).collect::<Vec<RawMessage>>());
         let now = (self.clock)();
-        for (i, (side, msgs)) in SIDES.into_iter().zip(by_side).enumerate() {
+        for (i, (side, msgs)) in Side::BOTH.into_iter().zip(by_side).enumerate() {
             if !msgs.is_empty() {
                 state.ingest(
                     side,
@@ -295,7 +272,7 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
             }
         }
         for p in polled.eofs {
-            for side in SIDES {
+            for side in Side::BOTH {
                 let tp = (side, p);
                 if !state.assignment.contains(&tp) {
                     continue;
@@ -423,21 +400,14 @@ impl<P> Pair<P> {
     /// `commit_interval`; at the end of input, anything not yet committed;
     /// when stopping, DLQ records (windows stay open).
     fn due(&self, commit_interval: Duration, now: Instant, flush: bool, stopping: bool) -> bool {
-        let moved = SIDES
+        let moved = Side::BOTH
             .iter()
-            .any(|s| self.windows.commit_offset(*s) != self.committed[idx(*s)]);
+            .any(|s| self.windows.commit_offset(*s) != self.committed[s.idx()]);
         !self.pending.scores.is_empty()
             || ((flush || stopping) && (!self.pending.dlq.is_empty() || moved))
             || self
                 .dlq_since
                 .is_some_and(|t| now.duration_since(t) >= commit_interval)
-    }
-}
-
-fn idx(side: Side) -> usize {
-    match side {
-        Side::Requests => 0,
-        Side::Responses => 1,
     }
 }
 
@@ -462,13 +432,6 @@ struct State<P> {
 const MAX_WINDOWS_PER_STEP: usize = 16;
 const MAX_SCORING_PER_STEP: Duration = Duration::from_secs(1);
 
-fn other(side: Side) -> Side {
-    match side {
-        Side::Requests => Side::Responses,
-        Side::Responses => Side::Requests,
-    }
-}
-
 impl<P> State<P> {
     /// Keep buffered rows under `budget`: over it, pause per pair the side
     /// ahead in event time (the other one is what holds its windows open);
@@ -492,8 +455,8 @@ impl<P> State<P> {
                     std::cmp::Ordering::Less => Some(Side::Responses),
                     std::cmp::Ordering::Equal => None,
                 }
-                .filter(|a| !self.at_end.contains(&(other(*a), p)));
-                for side in SIDES {
+                .filter(|a| !self.at_end.contains(&(a.other(), p)));
+                for side in Side::BOTH {
                     let tp = (side, p);
                     let paused = self.paused.contains(&tp);
                     if Some(side) == ahead && !paused && self.assignment.contains(&tp) {
@@ -523,7 +486,7 @@ impl<P> State<P> {
         let stuck: Vec<TopicPartition> = self
             .paused
             .iter()
-            .filter(|tp| self.at_end.contains(&(other(tp.0), tp.1)))
+            .filter(|tp| self.at_end.contains(&(tp.0.other(), tp.1)))
             .copied()
             .collect();
         if !stuck.is_empty() {
@@ -671,7 +634,7 @@ impl<P> State<P> {
                     for (side, r) in opened.resumes {
                         tracing::info!(side = ?side, partition = p, emitted_until = r.emitted_until, offset = ?r.offset, read_to = r.read_to, "resuming partition");
                         windows.resume(side, r);
-                        committed[idx(side)] = r.offset;
+                        committed[side.idx()] = r.offset;
                     }
                     self.pairs.insert(
                         p,
@@ -692,7 +655,7 @@ impl<P> State<P> {
                     .filter(|tp| {
                         self.pairs
                             .get(&tp.1)
-                            .is_none_or(|pair| pair.committed[idx(tp.0)].is_none())
+                            .is_none_or(|pair| pair.committed[tp.0.idx()].is_none())
                     })
                     .collect();
                 let committed = if unknown.is_empty() {
@@ -703,7 +666,7 @@ impl<P> State<P> {
                 for tp in parts {
                     self.assignment.insert(tp);
                     let from_checkpoint =
-                        self.pairs.get(&tp.1).and_then(|p| p.committed[idx(tp.0)]);
+                        self.pairs.get(&tp.1).and_then(|p| p.committed[tp.0.idx()]);
                     if let Some(o) = from_checkpoint.or(committed.get(&tp).copied().flatten()) {
                         self.positions.insert(tp, o);
                     }
@@ -765,7 +728,7 @@ impl<P> State<P> {
             }
             let mut offsets = Vec::new();
             let mut cycle = std::mem::take(&mut pair.pending);
-            for side in SIDES {
+            for side in Side::BOTH {
                 let tp = (side, p);
                 if !self.assignment.contains(&tp) {
                     continue;
@@ -783,7 +746,7 @@ impl<P> State<P> {
             sink.commit(&mut pair.sink, &cycle, &offsets, source)
                 .await?;
             for &((side, _), o) in &offsets {
-                pair.committed[idx(side)] = Some(o);
+                pair.committed[side.idx()] = Some(o);
             }
             pair.dlq_since = None;
             self.metrics.commits += 1;
