@@ -462,11 +462,13 @@ fn killed_five_times_and_restarted_the_output_is_the_uninterrupted_runs() {
 }
 
 /// A worker that reads slowly (small fetches; the output does not depend on
-/// speed), once it has emitted a tenth of the run's scores: it still has
-/// work left when another member joins or it is killed.
+/// speed), once it has emitted a tenth of the run's scores. It runs live
+/// (no exit-at-eof), so it never flushes its last windows: whatever it
+/// holds when another member joins or it is killed, it still has work left
+/// that someone else must take over.
 fn slow_worker_a_tenth_in(run: &Names, name: &str, f: &Fixture) -> Worker {
     let slow = [("fetch.message.max.bytes", "2048")];
-    let mut w = Worker::start_with(run, name, true, &slow);
+    let mut w = Worker::start_with(run, name, false, &slow);
     let tenth = f.scores.len() / 10;
     assert!(
         wait_for_progress(&mut w, &run.scores, tenth, Duration::from_secs(300)),
