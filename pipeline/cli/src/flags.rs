@@ -169,9 +169,16 @@ pub struct JobsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum JobsAction {
-    /// Parse every job, plan it against the events schema and check the
-    /// scoring model only uses features the jobs produce.
+    /// Parse every job, check its window and input declarations, plan it
+    /// against its input table, check the scoring model only uses features
+    /// the jobs produce, and print the jobs in dependency order.
     Validate,
+    /// Print one job's header and its DataFusion plan (logical and
+    /// physical) over its input table.
+    Explain {
+        /// The job's name (its `-- name:`).
+        name: String,
+    },
     /// Run the golden tests in jobs/tests/*.test.
     Test {
         /// Only tests whose file name contains this.

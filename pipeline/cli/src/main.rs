@@ -117,23 +117,56 @@ fn scenarios() {
     println!("\nUse one with --scenario NAME, or write your own TOML file (see deploy/scenarios/) and pass its path.");
 }
 
+async fn load_jobs(cfg: &Config) -> Result<distill_watch::process::Detector> {
+    let delay = cfg.window.max_response_delay.as_millis() as i64;
+    Ok(distill_watch::process::Detector::load(&cfg.jobs.dir, &cfg.jobs.scoring, delay).await?)
+}
+
 async fn jobs(cfg: &Config, action: &JobsAction) -> Result<()> {
     match action {
         JobsAction::Validate => {
-            let delay = cfg.window.max_response_delay.as_millis() as i64;
-            let d = distill_watch::process::Detector::load(&cfg.jobs.dir, &cfg.jobs.scoring, delay)
-                .await?;
-            for j in &d.jobs.jobs {
-                println!("ok  {:<12} {:<28} {}", j.name, j.family, j.path.display());
+            let d = load_jobs(cfg).await?;
+            println!(
+                "{:<3} {:<12} {:<20} {:<24} {:<12} file",
+                "", "job", "input", "window", "lateness"
+            );
+            for (level, j) in d.jobs.levels() {
+                let name = format!("{}{}", "  ".repeat(level), j.name);
+                println!(
+                    "ok  {:<12} {:<20} {:<24} {:<12} {}",
+                    name,
+                    j.input.to_string(),
+                    j.window.to_string(),
+                    distill_watch::config::format_duration_ms(j.lateness_ms),
+                    j.path.display()
+                );
             }
             println!(
-                "{} jobs, {} features, window {} ms; scoring model {} uses {} of them",
+                "{} jobs in dependency order (a roll-up is indented under the job it reads), {} features; raw events held for the base window of {}; scoring model {} uses {} of the features",
                 d.jobs.jobs.len(),
                 d.features.len(),
-                d.jobs.window_ms,
+                distill_watch::config::format_duration_ms(d.jobs.window_ms),
                 d.model_version,
                 d.model.rules.len()
             );
+            Ok(())
+        }
+        JobsAction::Explain { name } => {
+            let d = load_jobs(cfg).await?;
+            let job = d.jobs.get(name).with_context(|| {
+                let names: Vec<&str> = d.jobs.jobs.iter().map(|j| j.name.as_str()).collect();
+                format!("no job named {name:?}; the jobs are: {}", names.join(", "))
+            })?;
+            println!("job:      {}  ({})", job.name, job.path.display());
+            println!("input:    {}  (table `{}`)", job.input, job.table());
+            println!("window:   {}", job.window);
+            if d.jobs.is_input(&job.name) {
+                println!(
+                    "held:     its output rows are kept for {} for the roll-ups that read it",
+                    distill_watch::config::format_duration_ms(d.jobs.horizon_ms(&job.name))
+                );
+            }
+            println!("{}", d.explain(name).await?);
             Ok(())
         }
         JobsAction::Test { filter } => {

@@ -331,6 +331,7 @@ fn fixture() -> &'static Fixture {
             scores.len()
         );
         assert!(!dlq.is_empty(), "the ci scenario has late events");
+        assert_daily_roll_up_counts_every_request(&scores);
         Fixture {
             traffic,
             inputs,
@@ -338,6 +339,52 @@ fn fixture() -> &'static Fixture {
             dlq,
         }
     })
+}
+
+/// The shipped `daily` roll-up (over `hourly`, over 10-minute `volume`
+/// windows) counts each scored request exactly once: the day's
+/// `requests_1d` over all accounts equals the requests of every 10-minute
+/// score. The tests below compare every record of runs killed mid-day with
+/// this one, so those daily records survive restarts byte for byte.
+fn assert_daily_roll_up_counts_every_request(scores: &[Rec]) {
+    let set = distill_watch::schemas::SchemaSet::builtin();
+    let (mut per_window, mut per_day, mut days) = (0i64, 0f64, std::collections::BTreeSet::new());
+    for (_, value, _) in scores {
+        let (_, body) = distill_watch::schemas::unframe(value).unwrap();
+        let v = apache_avro::from_avro_datum(&set.risk_score.avro, &mut &body[..], None).unwrap();
+        let apache_avro::types::Value::Record(fields) = v else {
+            panic!("a RiskScore is a record")
+        };
+        let field = |name: &str| &fields.iter().find(|(n, _)| n == name).unwrap().1;
+        if let apache_avro::types::Value::Long(n) = field("event_count") {
+            per_window += n;
+        }
+        let apache_avro::types::Value::Array(features) = field("features") else {
+            panic!("features is an array")
+        };
+        for f in features {
+            let apache_avro::types::Value::Record(nv) = f else {
+                continue;
+            };
+            if nv[0].1 == apache_avro::types::Value::String("requests_1d".into()) {
+                if let apache_avro::types::Value::Union(_, v) = &nv[1].1 {
+                    if let apache_avro::types::Value::Double(d) = **v {
+                        per_day += d;
+                        days.insert(format!("{:?}", field("window_end")));
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(
+        days.len(),
+        1,
+        "the ci scenario's three hours lie in one UTC day"
+    );
+    assert_eq!(
+        per_day, per_window as f64,
+        "requests in daily roll-ups vs in 10-minute windows"
+    );
 }
 
 /// Assert that `topic` holds exactly `reference`, each record once.

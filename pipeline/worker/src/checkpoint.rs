@@ -30,6 +30,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::config::Config;
+use crate::rollup::{decode_rows, RollupRecord};
 use crate::source::{cached_watermarks, EofQuietContext, SourceError};
 use crate::window::{Resume, Side};
 
@@ -67,6 +68,17 @@ fn key(group: &str, topic: &str, partition: i32) -> String {
     format!("{group}\t{topic}\t{partition}")
 }
 
+const ROLLUP_TAG: &str = "rollup";
+
+/// What a new owner of a partition pair finds in the checkpoint topic.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// The newest checkpoint of each side.
+    pub resumes: BTreeMap<Side, Resume>,
+    /// The roll-ups' held rows as of that checkpoint.
+    pub rollups: Vec<RollupRecord>,
+}
+
 /// How many records from the end the first look reads; each further look
 /// reads eight times as many.
 const FIRST_TAIL: i64 = 64;
@@ -96,31 +108,42 @@ impl Checkpoints {
         key(&self.group, topic, partition)
     }
 
+    /// Key of the held rows of `job` for the window ending at `end`, of
+    /// the pair whose requests topic is `topic`.
+    pub fn rollup_key(&self, topic: &str, partition: i32, job: &str, end: i64) -> String {
+        format!("{}\t{ROLLUP_TAG}\t{job}\t{end}", self.key(topic, partition))
+    }
+
     /// The checkpoint topic's partition that input partition `p` writes to.
     pub fn partition_for(&self, p: i32) -> i32 {
         p.rem_euclid(self.partitions)
     }
 
     /// The newest checkpoint of each side of each input partition in
-    /// `partitions` (`topics`: the requests and responses topic names), read
-    /// with one consumer from the end of their checkpoint partitions
-    /// backwards. Blocking.
+    /// `partitions` (`topics`: the requests and responses topic names), and
+    /// the roll-ups' held rows it counts, read with one consumer from the
+    /// end of their checkpoint partitions backwards. Blocking.
     pub fn read(
         &self,
         topics: [&str; 2],
         partitions: &[i32],
         timeout: Duration,
-    ) -> Result<BTreeMap<i32, BTreeMap<Side, Resume>>, CheckpointError> {
+    ) -> Result<BTreeMap<i32, Restored>, CheckpointError> {
         // Which (input partition, side) a key names.
         let mut keys: BTreeMap<String, (i32, Side)> = BTreeMap::new();
+        // Which input partition a roll-up key prefix names.
+        let mut rollup_prefixes: BTreeMap<String, i32> = BTreeMap::new();
         for &p in partitions {
             keys.insert(self.key(topics[0], p), (p, Side::Requests));
             keys.insert(self.key(topics[1], p), (p, Side::Responses));
+            rollup_prefixes.insert(format!("{}\t{ROLLUP_TAG}\t", self.key(topics[0], p)), p);
         }
         let consumer: BaseConsumer<EofQuietContext> =
             self.reader.create_with_context(EofQuietContext)?;
         let started = Instant::now();
         let mut found: BTreeMap<i32, BTreeMap<Side, Resume>> = BTreeMap::new();
+        // Newest record per roll-up key: (partition, job, end) → bytes.
+        let mut rollups: BTreeMap<(i32, String, i64), Option<Vec<u8>>> = BTreeMap::new();
         // Checkpoint partitions still to look further back in, with how far.
         let mut todo: BTreeMap<i32, i64> = partitions
             .iter()
@@ -136,6 +159,7 @@ impl Checkpoints {
             let mut first_offset: BTreeMap<i32, i64> = BTreeMap::new();
             // Records come in log order: the last one of a key is its newest.
             let mut newest: BTreeMap<(i32, Side), Resume> = BTreeMap::new();
+            let mut newest_rollups: BTreeMap<(i32, String, i64), Option<Vec<u8>>> = BTreeMap::new();
             while !reading.is_empty() {
                 if started.elapsed() > timeout {
                     return Err(CheckpointError::Timeout {
@@ -152,13 +176,17 @@ impl Checkpoints {
                     Some(Err(e)) => return Err(e.into()),
                     Some(Ok(m)) => {
                         first_offset.entry(m.partition()).or_insert(m.offset());
-                        let (Some(k), Some(v)) = (m.key(), m.payload()) else {
+                        let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
                             continue;
                         };
-                        let Some(&at) = std::str::from_utf8(k).ok().and_then(|k| keys.get(k))
-                        else {
+                        if let Some(at) = parse_rollup_key(&rollup_prefixes, k) {
+                            newest_rollups.insert(at, m.payload().map(<[u8]>::to_vec));
+                            continue;
+                        }
+                        let Some(&at) = keys.get(k) else {
                             continue;
                         };
+                        let Some(v) = m.payload() else { continue };
                         match std::str::from_utf8(v).ok().and_then(Resume::parse) {
                             Some(r) => {
                                 newest.insert(at, r);
@@ -176,12 +204,20 @@ impl Checkpoints {
                 // An earlier (further back) look never overrides a newer one.
                 found.entry(p).or_default().entry(side).or_insert(r);
             }
+            for (k, v) in newest_rollups {
+                rollups.entry(k).or_insert(v);
+            }
             let mut next = BTreeMap::new();
             for (&cp, &tail) in &todo {
                 let complete = partitions
                     .iter()
                     .filter(|&&p| self.partition_for(p) == cp)
-                    .all(|p| found.get(p).is_some_and(|f| f.len() == 2));
+                    .all(|&p| {
+                        let Some(f) = found.get(&p).filter(|f| f.len() == 2) else {
+                            return false;
+                        };
+                        live_rollups(&rollups, p, f).count() as u64 >= held_count(f)
+                    });
                 // Did this look start at the beginning of the log?
                 let covered = match (
                     first_offset.get(&cp),
@@ -197,8 +233,71 @@ impl Checkpoints {
             }
             todo = next;
         }
-        Ok(found)
+        let mut out = BTreeMap::new();
+        for (p, resumes) in found {
+            let mut restored = Restored::default();
+            let live: Vec<(String, i64, Vec<u8>)> = live_rollups(&rollups, p, &resumes)
+                .map(|(job, end, bytes)| (job.to_string(), end, bytes.to_vec()))
+                .collect();
+            if (live.len() as u64) < held_count(&resumes) {
+                tracing::warn!(
+                    partition = p,
+                    found = live.len(),
+                    expected = held_count(&resumes),
+                    "the checkpoint topic lacks held roll-up rows (deleted?); roll-up windows that need them will be partial"
+                );
+            }
+            for (job, end, bytes) in live {
+                match decode_rows(&bytes) {
+                    Ok(rows) => restored.rollups.push(RollupRecord {
+                        job,
+                        end,
+                        rows: Some(rows),
+                    }),
+                    Err(e) => {
+                        tracing::warn!(partition = p, job, end, error = %e, "unreadable held roll-up rows ignored")
+                    }
+                }
+            }
+            restored.resumes = resumes;
+            out.insert(p, restored);
+        }
+        Ok(out)
     }
+}
+
+/// (input partition, job, window end) of a roll-up key of one of ours.
+fn parse_rollup_key(prefixes: &BTreeMap<String, i32>, key: &str) -> Option<(i32, String, i64)> {
+    let (prefix, p) = prefixes
+        .iter()
+        .find(|(pre, _)| key.starts_with(pre.as_str()))?;
+    let (job, end) = key[prefix.len()..].split_once('\t')?;
+    Some((*p, job.to_string(), end.parse().ok()?))
+}
+
+/// How many held roll-up entries the checkpoints of a partition count.
+fn held_count(resumes: &BTreeMap<Side, Resume>) -> u64 {
+    resumes.values().map(|r| r.rollups).max().unwrap_or(0)
+}
+
+/// The live held rows of partition `p` the checkpoints vouch for: newest
+/// record not a tombstone, and for a boundary the checkpoint says was
+/// processed (a later one can only come from an aborted cycle, which a
+/// broker may show).
+fn live_rollups<'a>(
+    rollups: &'a BTreeMap<(i32, String, i64), Option<Vec<u8>>>,
+    p: i32,
+    resumes: &BTreeMap<Side, Resume>,
+) -> impl Iterator<Item = (&'a str, i64, &'a [u8])> {
+    let until = resumes
+        .values()
+        .map(|r| r.emitted_until)
+        .min()
+        .unwrap_or(i64::MIN);
+    rollups
+        .iter()
+        .filter(move |((q, _, end), _)| *q == p && *end <= until)
+        .filter_map(|((_, job, end), v)| Some((job.as_str(), *end, v.as_deref()?)))
 }
 
 #[cfg(test)]

@@ -34,8 +34,9 @@ use arrow::datatypes::{DataType, Float64Type, SchemaRef};
 use datafusion::datasource::MemTable;
 
 use crate::config::Config;
-use crate::jobs::{files_with_extension, run_job, Job, EVENTS_TABLE};
+use crate::jobs::{files_with_extension, run_job, Job, JobInput, EVENTS_TABLE};
 use crate::process::{Detector, ProcessError};
+use crate::rollup::{Rollups, WINDOW_END};
 
 const TOLERANCE: f64 = 1e-6;
 /// How a NULL cell is written in test tables.
@@ -445,7 +446,10 @@ pub async fn run_dir(
                     file.job,
                     jobs_dir.display()
                 )],
-                Some(job) => run_case(job, &schema, case, detector.jobs.window_ms).await,
+                Some(job) if job.input == JobInput::Events => {
+                    run_case(job, &schema, case, detector.jobs.window_ms).await
+                }
+                Some(job) => run_rollup_case(job, &detector, case).await,
             };
             report.results.push(CaseResult {
                 file: file_name.clone(),
@@ -457,21 +461,148 @@ pub async fn run_dir(
     Ok(report)
 }
 
+/// A context with the case's rows registered as `events`.
+fn events_context(
+    schema: &SchemaRef,
+    case: &Case,
+    window_ms: i64,
+) -> Result<datafusion::prelude::SessionContext, String> {
+    let events = events_batch(schema, case, window_ms)?;
+    let ctx = crate::join::window_context();
+    MemTable::try_new(events.schema(), vec![vec![events]])
+        .and_then(|t| ctx.register_table(EVENTS_TABLE, Arc::new(t)))
+        .map_err(|e| e.to_string())?;
+    Ok(ctx)
+}
+
 async fn run_case(job: &Job, schema: &SchemaRef, case: &Case, window_ms: i64) -> Vec<String> {
-    let events = match events_batch(schema, case, window_ms) {
-        Ok(b) => b,
+    let ctx = match events_context(schema, case, window_ms) {
+        Ok(ctx) => ctx,
         Err(e) => return vec![e],
     };
-    let ctx = crate::join::window_context();
-    let registered = MemTable::try_new(events.schema(), vec![vec![events]])
-        .and_then(|t| ctx.register_table(EVENTS_TABLE, Arc::new(t)));
-    if let Err(e) = registered {
-        return vec![e.to_string()];
-    }
     match run_job(&ctx, job).await {
         Ok(out) => compare(case, &out, &job.key),
         Err(e) => vec![e.to_string()],
     }
+}
+
+/// A roll-up's case: the events may span many base windows. Each base
+/// window's rows go through the jobs over raw events, and every boundary
+/// from the first window's end until nothing is held any more through the
+/// roll-ups, as in the worker. The expected table has a `window_end` column:
+/// the boundary at which the row is emitted.
+async fn run_rollup_case(job: &Job, detector: &Detector, case: &Case) -> Vec<String> {
+    let base = detector.jobs.window_ms;
+    let schema = &detector.events_schema;
+    let Some(end_col) = case.expect.columns.iter().position(|c| c == WINDOW_END) else {
+        return vec![format!(
+            "a roll-up's expected table needs a `{WINDOW_END}` column: the end of the window each row belongs to"
+        )];
+    };
+    let Some(time_col) = case.events.columns.iter().position(|c| c == "event_time") else {
+        return vec!["events need an event_time column".into()];
+    };
+    // Events by base window.
+    let mut by_window: BTreeMap<i64, Vec<Vec<String>>> = BTreeMap::new();
+    for row in &case.events.rows {
+        let Some(t) = chrono_parse(&row[time_col]) else {
+            return vec![format!("event_time {:?} is not RFC 3339", row[time_col])];
+        };
+        by_window
+            .entry(t.div_euclid(base) * base)
+            .or_default()
+            .push(row.clone());
+    }
+    let mut expected: BTreeMap<i64, Vec<Vec<String>>> = BTreeMap::new();
+    for row in &case.expect.rows {
+        let Some(t) = chrono_parse(&row[end_col]) else {
+            return vec![format!("window_end {:?} is not RFC 3339", row[end_col])];
+        };
+        let mut rest = row.clone();
+        rest.remove(end_col);
+        expected.entry(t).or_default().push(rest);
+    }
+    let mut expect_columns = case.expect.columns.clone();
+    expect_columns.remove(end_col);
+    let mut rollups = Rollups::default();
+    let mut got: BTreeMap<i64, RecordBatch> = BTreeMap::new();
+    let Some(&first) = by_window.keys().next() else {
+        return vec!["a roll-up case needs events".into()];
+    };
+    let mut end = first + base;
+    loop {
+        let mut raw = Vec::new();
+        if let Some(rows) = by_window.remove(&(end - base)) {
+            let sub = Case {
+                window_start: Some(end - base),
+                events: Table {
+                    columns: case.events.columns.clone(),
+                    rows,
+                },
+                ..case.clone()
+            };
+            let ctx = match events_context(schema, &sub, base) {
+                Ok(ctx) => ctx,
+                Err(e) => return vec![e],
+            };
+            for j in detector
+                .jobs
+                .jobs
+                .iter()
+                .filter(|j| j.input == JobInput::Events)
+            {
+                match run_job(&ctx, j).await {
+                    Ok(out) => raw.push((j.name.clone(), out)),
+                    Err(e) => return vec![e.to_string()],
+                }
+            }
+        }
+        match rollups.boundary(&detector.jobs, end, raw).await {
+            Ok(out) => {
+                if let Some((_, b)) = out.outputs.into_iter().find(|(n, _)| *n == job.name) {
+                    got.insert(end, b);
+                }
+            }
+            Err(e) => return vec![e.to_string()],
+        }
+        if by_window.is_empty() && rollups.held_entries() == 0 {
+            break;
+        }
+        end += base;
+    }
+    let iso = |ms: i64| {
+        let a = arrow::array::TimestampMillisecondArray::from(vec![ms]);
+        let s = arrow::compute::cast(&a, &DataType::Utf8).expect("timestamp to string");
+        format!("{}Z", s.as_string::<i32>().value(0))
+    };
+    let ends: std::collections::BTreeSet<i64> =
+        got.keys().chain(expected.keys()).copied().collect();
+    let mut failures = Vec::new();
+    for e in ends {
+        let sub = Case {
+            expect: Table {
+                columns: expect_columns.clone(),
+                rows: expected.remove(&e).unwrap_or_default(),
+            },
+            ..case.clone()
+        };
+        let out = match got.remove(&e) {
+            Some(b) => b,
+            None => {
+                failures.push(format!(
+                    "window_end {}: expected rows, the job emitted no window there",
+                    iso(e)
+                ));
+                continue;
+            }
+        };
+        failures.extend(
+            compare(&sub, &out, &job.key)
+                .into_iter()
+                .map(|f| format!("window_end {}: {f}", iso(e))),
+        );
+    }
+    failures
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::enrich::AccountTable;
+use crate::rollup::RollupRecord;
 use crate::sink::Cycle;
 use crate::source::{Polled, SourceError, TopicPartition};
 use crate::window::{Resume, Side};
@@ -68,6 +69,8 @@ pub struct Opened<P> {
     pub partition: i32,
     pub pair: P,
     pub resumes: BTreeMap<Side, Resume>,
+    /// The roll-ups' held rows as of those checkpoints.
+    pub rollups: Vec<RollupRecord>,
 }
 
 /// Where partition pairs' cycles go, and their checkpoints come from.

@@ -44,6 +44,8 @@ pub enum JobError {
     Header { path: PathBuf, message: String },
     #[error("no jobs (*.sql) in {0}")]
     Empty(PathBuf),
+    #[error("jobs: {0}")]
+    Graph(String),
     #[error("jobs disagree on the window: {0}")]
     WindowMismatch(String),
     #[error("feature {feature:?} is produced by both {first} and {second}; feature names must be unique")]
@@ -62,15 +64,128 @@ pub enum JobError {
     },
 }
 
+/// Which windows a job's output rows cover, declared by `-- window:`.
+///
+/// Every window is aligned to the Unix epoch (UTC), so a `tumble 1d` window
+/// is a UTC day and windows of different jobs end on common boundaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// `tumble SIZE`: back-to-back windows `[k·size, (k+1)·size)`.
+    Tumble { size_ms: i64 },
+    /// `hop SIZE slide SLIDE`: windows of `size` starting every `slide`; an
+    /// input row belongs to `size / slide` of them.
+    Hop { size_ms: i64, slide_ms: i64 },
+    /// `session GAP [max MAX]`: per key, input rows less than `gap` apart
+    /// form one session, cut at `max` so that a never-idle key (a 24/7
+    /// bot) still gets results and bounded state.
+    Session { gap_ms: i64, max_ms: i64 },
+}
+
+/// A session's length cap when the header does not give one.
+pub const DEFAULT_SESSION_MAX_MS: i64 = 86_400_000;
+
+impl WindowKind {
+    /// The longest stretch of input one window covers.
+    pub fn span_ms(&self) -> i64 {
+        match *self {
+            WindowKind::Tumble { size_ms } | WindowKind::Hop { size_ms, .. } => size_ms,
+            WindowKind::Session { max_ms, .. } => max_ms,
+        }
+    }
+
+    /// How long an input row must be held: the longest window it can
+    /// belong to, plus for sessions the gap that decides whether it closed.
+    pub fn horizon_ms(&self) -> i64 {
+        match *self {
+            WindowKind::Session { gap_ms, max_ms } => max_ms + gap_ms,
+            other => other.span_ms(),
+        }
+    }
+
+    fn parse(text: &str) -> Result<WindowKind, String> {
+        let d = |s: &str| -> Result<i64, String> {
+            let ms = parse_duration(s)?.as_millis() as i64;
+            if ms <= 0 {
+                return Err(format!("window duration {s:?} must be positive"));
+            }
+            Ok(ms)
+        };
+        let usage = "expected `tumble SIZE`, `hop SIZE slide SLIDE` or `session GAP [max MAX]`, e.g. `tumble 10m`, `hop 1d slide 1h`, `session 30m max 1d`";
+        let kind = match text.split_whitespace().collect::<Vec<_>>().as_slice() {
+            ["tumble", size] => WindowKind::Tumble { size_ms: d(size)? },
+            ["hop", size, "slide", slide] | ["hop", size, slide] => WindowKind::Hop {
+                size_ms: d(size)?,
+                slide_ms: d(slide)?,
+            },
+            ["session", gap] => WindowKind::Session {
+                gap_ms: d(gap)?,
+                max_ms: DEFAULT_SESSION_MAX_MS,
+            },
+            ["session", gap, "max", max] => WindowKind::Session {
+                gap_ms: d(gap)?,
+                max_ms: d(max)?,
+            },
+            _ => return Err(format!("window {text:?}: {usage}")),
+        };
+        match kind {
+            WindowKind::Hop { size_ms, slide_ms }
+                if size_ms % slide_ms != 0 || slide_ms > size_ms =>
+            {
+                Err(format!(
+                    "window {text:?}: the size must be a whole multiple of the slide"
+                ))
+            }
+            WindowKind::Session { gap_ms, max_ms } if max_ms < gap_ms => {
+                Err(format!("window {text:?}: max must be at least the gap"))
+            }
+            k => Ok(k),
+        }
+    }
+}
+
+impl std::fmt::Display for WindowKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = crate::config::format_duration_ms;
+        match *self {
+            WindowKind::Tumble { size_ms } => write!(f, "tumble {}", d(size_ms)),
+            WindowKind::Hop { size_ms, slide_ms } => {
+                write!(f, "hop {} slide {}", d(size_ms), d(slide_ms))
+            }
+            WindowKind::Session { gap_ms, max_ms } => {
+                write!(f, "session {} max {}", d(gap_ms), d(max_ms))
+            }
+        }
+    }
+}
+
+/// What a job reads, declared by `-- input:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobInput {
+    /// `events`: the joined, enriched raw events of one base window.
+    Events,
+    /// `job:NAME`: the output rows of another job (a roll-up), as a table
+    /// named after that job, with the window bounds of each row.
+    Job(String),
+}
+
+impl std::fmt::Display for JobInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobInput::Events => f.write_str(EVENTS_TABLE),
+            JobInput::Job(name) => write!(f, "job:{name}"),
+        }
+    }
+}
+
 /// One parsed job file.
 #[derive(Debug, Clone)]
 pub struct Job {
     pub name: String,
     pub family: String,
     pub description: String,
-    pub input: String,
+    pub input: JobInput,
     pub key: String,
-    pub window_ms: i64,
+    pub window: WindowKind,
     pub lateness_ms: i64,
     pub sql: String,
     pub path: PathBuf,
@@ -125,39 +240,34 @@ impl Job {
                 .ok_or_else(|| err(format!("header lacks `-- {k}: ...`")))
         };
         let name = get("name")?;
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        if !valid_name(&name) {
             return Err(err(format!(
-                "job name {name:?} must be letters, digits, '_' or '-'"
+                "job name {name:?} must be letters, digits and '_', starting with a letter"
             )));
         }
-        let input = get("input")?;
-        if input != EVENTS_TABLE {
+        let input_text = get("input")?;
+        let input = if input_text == EVENTS_TABLE {
+            JobInput::Events
+        } else if let Some(upstream) = input_text.strip_prefix("job:") {
+            let upstream = upstream.trim();
+            if !valid_name(upstream) {
+                return Err(err(format!(
+                    "input {input_text:?}: {upstream:?} is not a job name"
+                )));
+            }
+            JobInput::Job(upstream.to_string())
+        } else {
             return Err(err(format!(
-                "input {input:?} is not supported yet: jobs read `{EVENTS_TABLE}`"
+                "input {input_text:?}: expected `{EVENTS_TABLE}` (raw events) or `job:NAME` (another job's output)"
             )));
-        }
+        };
         let key = get("key")?;
         if key != ACCOUNT_KEY {
             return Err(err(format!(
                 "key {key:?} is not supported yet: jobs are keyed by `{ACCOUNT_KEY}`"
             )));
         }
-        let window = get("window")?;
-        let window_ms = match window.split_whitespace().collect::<Vec<_>>().as_slice() {
-            ["tumble", size] => parse_duration(size).map_err(err)?.as_millis() as i64,
-            _ => {
-                return Err(err(format!(
-                    "window {window:?}: expected `tumble <duration>`, e.g. `tumble 10m`"
-                )))
-            }
-        };
-        if window_ms <= 0 {
-            return Err(err("window size must be positive".into()));
-        }
+        let window = WindowKind::parse(&get("window")?).map_err(err)?;
         let lateness_ms = match header.get("lateness") {
             Some(l) => parse_duration(l).map_err(err)?.as_millis() as i64,
             None => 0,
@@ -178,12 +288,27 @@ impl Job {
             description: header.get("description").cloned().unwrap_or_default(),
             input,
             key,
-            window_ms,
+            window,
             lateness_ms,
             sql,
             path: path.to_path_buf(),
         })
     }
+
+    /// The table its SQL reads.
+    pub fn table(&self) -> &str {
+        match &self.input {
+            JobInput::Events => EVENTS_TABLE,
+            JobInput::Job(name) => name,
+        }
+    }
+}
+
+/// Job names double as table names, so they must be plain identifiers
+/// (no quoting needed in SQL).
+fn valid_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Files of `dir` ending in `.ext`, sorted by name.
@@ -196,10 +321,13 @@ pub fn files_with_extension(dir: &Path, ext: &str) -> std::io::Result<Vec<PathBu
     Ok(paths)
 }
 
-/// All jobs of a directory, in file-name order.
+/// All jobs of a directory: in dependency order (every job after the job
+/// it reads), ties by file name.
 #[derive(Debug, Clone)]
 pub struct JobSet {
     pub jobs: Vec<Job>,
+    /// The base window: the tumbling window of every job over raw events.
+    /// Raw events are held only this long; longer horizons are roll-ups.
     pub window_ms: i64,
     pub dir: PathBuf,
 }
@@ -222,30 +350,129 @@ impl JobSet {
     }
 
     pub fn from_jobs(dir: &Path, jobs: Vec<Job>) -> Result<JobSet, JobError> {
-        let first = jobs
-            .first()
-            .ok_or_else(|| JobError::Empty(dir.to_path_buf()))?;
-        let window_ms = first.window_ms;
-        if let Some(other) = jobs.iter().find(|j| j.window_ms != window_ms) {
-            return Err(JobError::WindowMismatch(format!(
-                "{} uses {} ms, {} uses {} ms; all jobs of one deployment share one tumbling window for now",
-                first.name, window_ms, other.name, other.window_ms
-            )));
+        if jobs.is_empty() {
+            return Err(JobError::Empty(dir.to_path_buf()));
         }
+        let header = |j: &Job, message: String| JobError::Header {
+            path: j.path.clone(),
+            message,
+        };
         let mut names = BTreeSet::new();
         for j in &jobs {
             if !names.insert(j.name.clone()) {
-                return Err(JobError::Header {
-                    path: j.path.clone(),
-                    message: format!("job name {} is used twice", j.name),
-                });
+                return Err(header(j, format!("job name {} is used twice", j.name)));
             }
         }
+        let raw: Vec<&Job> = jobs
+            .iter()
+            .filter(|j| j.input == JobInput::Events)
+            .collect();
+        let first = raw.first().ok_or_else(|| {
+            JobError::Graph(
+                "no job reads `events`: roll-ups need a job over raw events at the bottom".into(),
+            )
+        })?;
+        let window_ms = match first.window {
+            WindowKind::Tumble { size_ms } => size_ms,
+            other => {
+                return Err(header(first, format!(
+                    "window `{other}`: jobs over raw events use `tumble SIZE`; build hopping and session windows over their output with `-- input: job:{}`",
+                    first.name
+                )))
+            }
+        };
+        for j in &raw {
+            if j.window != first.window {
+                return Err(JobError::WindowMismatch(format!(
+                    "{} uses `{}`, {} uses `{}`: jobs over raw events share one tumbling window (raw events are held only that long); read a longer window from another job's output with `-- input: job:NAME`",
+                    first.name, first.window, j.name, j.window
+                )));
+            }
+        }
+        let by_name: BTreeMap<&str, &Job> = jobs.iter().map(|j| (j.name.as_str(), j)).collect();
+        for j in &jobs {
+            let JobInput::Job(up) = &j.input else {
+                continue;
+            };
+            let Some(upstream) = by_name.get(up.as_str()) else {
+                return Err(header(
+                    j,
+                    format!("input job:{up}: no such job in {}", dir.display()),
+                ));
+            };
+            // Roll-ups combine non-overlapping rows, each counted once.
+            let WindowKind::Tumble { size_ms: unit } = upstream.window else {
+                return Err(header(j, format!(
+                    "input job:{up} has window `{}`; a roll-up reads a tumbling job (overlapping or session rows would be counted more than once)",
+                    upstream.window
+                )));
+            };
+            let multiples: Vec<i64> = match j.window {
+                WindowKind::Tumble { size_ms } => vec![size_ms],
+                WindowKind::Hop { size_ms, slide_ms } => vec![size_ms, slide_ms],
+                WindowKind::Session { gap_ms, max_ms } => vec![gap_ms, max_ms],
+            };
+            if multiples.iter().any(|m| m % unit != 0) {
+                return Err(header(
+                    j,
+                    format!(
+                        "window `{}` must be made of whole windows of its input job:{up} ({})",
+                        j.window,
+                        crate::config::format_duration_ms(unit)
+                    ),
+                ));
+            }
+        }
+        let order = dependency_order(&jobs)?;
+        let mut slots: Vec<Option<Job>> = jobs.into_iter().map(Some).collect();
+        let jobs = order
+            .into_iter()
+            .map(|i| slots[i].take().expect("each job once"))
+            .collect();
         Ok(JobSet {
             jobs,
             window_ms,
             dir: dir.to_path_buf(),
         })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+
+    /// Jobs whose output another job reads.
+    pub fn is_input(&self, name: &str) -> bool {
+        self.jobs
+            .iter()
+            .any(|j| matches!(&j.input, JobInput::Job(up) if up == name))
+    }
+
+    /// How long the output rows of `name` must be held for the roll-ups
+    /// that read it (0: none does).
+    pub fn horizon_ms(&self, name: &str) -> i64 {
+        self.jobs
+            .iter()
+            .filter(|j| matches!(&j.input, JobInput::Job(up) if up == name))
+            .map(|j| j.window.horizon_ms())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Each job's level in the dependency graph (0 = reads raw events),
+    /// for `jobs validate`.
+    pub fn levels(&self) -> Vec<(usize, &Job)> {
+        let mut level: BTreeMap<&str, usize> = BTreeMap::new();
+        self.jobs
+            .iter()
+            .map(|j| {
+                let l = match &j.input {
+                    JobInput::Events => 0,
+                    JobInput::Job(up) => level.get(up.as_str()).map_or(0, |l| l + 1),
+                };
+                level.insert(&j.name, l);
+                (l, j)
+            })
+            .collect()
     }
 
     /// A stable digest of every job's text, part of the model version so a
@@ -260,6 +487,59 @@ impl JobSet {
         }
         h.finish()
     }
+}
+
+/// Indices of `jobs` so that each comes after the job it reads (Kahn's
+/// algorithm, ready jobs taken in file order); a cycle is an error naming
+/// its jobs.
+fn dependency_order(jobs: &[Job]) -> Result<Vec<usize>, JobError> {
+    let index: BTreeMap<&str, usize> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (j.name.as_str(), i))
+        .collect();
+    let upstream: Vec<Option<usize>> = jobs
+        .iter()
+        .map(|j| match &j.input {
+            JobInput::Events => None,
+            JobInput::Job(up) => index.get(up.as_str()).copied(),
+        })
+        .collect();
+    let mut done = vec![false; jobs.len()];
+    let mut order = Vec::with_capacity(jobs.len());
+    while order.len() < jobs.len() {
+        let ready = (0..jobs.len()).find(|&i| !done[i] && upstream[i].is_none_or(|u| done[u]));
+        match ready {
+            Some(i) => {
+                done[i] = true;
+                order.push(i);
+            }
+            None => {
+                // Every job left waits on another left: follow the chain
+                // from the first until it repeats.
+                let start = (0..jobs.len()).find(|&i| !done[i]).expect("some left");
+                let mut chain = vec![start];
+                let mut at = start;
+                while let Some(u) = upstream[at] {
+                    if let Some(pos) = chain.iter().position(|&c| c == u) {
+                        let cycle: Vec<&str> = chain[pos..]
+                            .iter()
+                            .chain([&u])
+                            .map(|&c| jobs[c].name.as_str())
+                            .collect();
+                        return Err(JobError::Graph(format!(
+                            "jobs read each other in a cycle: {}",
+                            cycle.join(" <- ")
+                        )));
+                    }
+                    chain.push(u);
+                    at = u;
+                }
+                unreachable!("a job without input would have been ready");
+            }
+        }
+    }
+    Ok(order)
 }
 
 /// FNV-1a: tiny, and unlike `DefaultHasher` fixed across Rust releases.
@@ -352,25 +632,25 @@ fn normalize_output(job: &Job, batch: RecordBatch) -> Result<RecordBatch, JobErr
     Ok(out)
 }
 
-/// Run every job and merge their outputs into one table: `account_id` plus
+/// Merge job outputs (from [`run_job`]) into one table: `account_id` plus
 /// one Float64 column per feature, sorted by name; rows sorted by account,
-/// covering every account of `accounts` (features absent for an account are
-/// NULL).
-pub async fn run_all(
-    ctx: &SessionContext,
-    jobs: &JobSet,
+/// covering every account of `accounts` and of the outputs (features absent
+/// for an account are NULL).
+pub fn merge_outputs(
+    outputs: &[(String, RecordBatch)],
     accounts: &[String],
 ) -> Result<RecordBatch, JobError> {
     let mut features: BTreeMap<String, (String, BTreeMap<String, Option<f64>>)> = BTreeMap::new();
-    for job in &jobs.jobs {
-        let out = run_job(ctx, job).await?;
+    let mut all: BTreeSet<String> = accounts.iter().cloned().collect();
+    for (job, out) in outputs {
         let keys = out.column(0).as_string::<i32>();
+        all.extend(keys.iter().flatten().map(str::to_string));
         for (i, field) in out.schema().fields().iter().enumerate().skip(1) {
             if let Some((first, _)) = features.get(field.name()) {
                 return Err(JobError::DuplicateFeature {
                     feature: field.name().clone(),
                     first: first.clone(),
-                    second: job.name.clone(),
+                    second: job.clone(),
                 });
             }
             let vals = out.column(i).as_primitive::<Float64Type>();
@@ -382,21 +662,18 @@ pub async fn run_all(
                     (keys.value(r).to_string(), v)
                 })
                 .collect();
-            features.insert(field.name().clone(), (job.name.clone(), map));
+            features.insert(field.name().clone(), (job.clone(), map));
         }
     }
-    let mut sorted: Vec<&String> = accounts.iter().collect();
-    sorted.sort();
-    sorted.dedup();
     let mut fields = vec![Field::new(ACCOUNT_KEY, DataType::Utf8, false)];
     let mut cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(
-        sorted.iter().map(|s| s.as_str()),
+        all.iter().map(|s| s.as_str()),
     ))];
     for (name, (_, values)) in &features {
         fields.push(Field::new(name, DataType::Float64, true));
-        let col: Float64Array = sorted
+        let col: Float64Array = all
             .iter()
-            .map(|a| values.get(*a).copied().flatten())
+            .map(|a| values.get(a).copied().flatten())
             .collect();
         cols.push(Arc::new(col));
     }
@@ -416,18 +693,184 @@ mod tests {
     fn header_parses() {
         let j = Job::parse(Path::new("volume.sql"), GOOD).unwrap();
         assert_eq!(j.name, "volume");
-        assert_eq!(j.window_ms, 600_000);
+        assert_eq!(j.window, WindowKind::Tumble { size_ms: 600_000 });
+        assert_eq!(j.input, JobInput::Events);
         assert_eq!(j.description, "Requests per account.");
+    }
+
+    #[test]
+    fn window_kinds_parse_and_print() {
+        let cases = [
+            (
+                "tumble 1h",
+                WindowKind::Tumble { size_ms: 3_600_000 },
+                "tumble 1h",
+            ),
+            (
+                "hop 1d slide 1h",
+                WindowKind::Hop {
+                    size_ms: 86_400_000,
+                    slide_ms: 3_600_000,
+                },
+                "hop 1d slide 1h",
+            ),
+            (
+                "hop 30m 10m",
+                WindowKind::Hop {
+                    size_ms: 1_800_000,
+                    slide_ms: 600_000,
+                },
+                "hop 30m slide 10m",
+            ),
+            (
+                "session 30m",
+                WindowKind::Session {
+                    gap_ms: 1_800_000,
+                    max_ms: DEFAULT_SESSION_MAX_MS,
+                },
+                "session 30m max 1d",
+            ),
+            (
+                "session 20m max 6h",
+                WindowKind::Session {
+                    gap_ms: 1_200_000,
+                    max_ms: 21_600_000,
+                },
+                "session 20m max 6h",
+            ),
+        ];
+        for (text, kind, shown) in cases {
+            assert_eq!(WindowKind::parse(text).unwrap(), kind, "{text}");
+            assert_eq!(kind.to_string(), shown);
+        }
+        for bad in [
+            "hop 1h slide 25m",
+            "hop 10m slide 1h",
+            "session 1h max 10m",
+            "tumble 0s",
+            "sliding 1h",
+        ] {
+            assert!(WindowKind::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    fn job(name: &str, input: &str, window: &str) -> Job {
+        let text = GOOD
+            .replace("name: volume", &format!("name: {name}"))
+            .replace("input: events", &format!("input: {input}"))
+            .replace("tumble 10m", window);
+        Job::parse(Path::new(&format!("{name}.sql")), &text).unwrap()
+    }
+
+    #[test]
+    fn job_graph_orders_roll_ups_after_their_input() {
+        let set = JobSet::from_jobs(
+            Path::new("."),
+            vec![
+                job("daily", "job:hourly", "hop 1d slide 1h"),
+                job("hourly", "job:volume", "tumble 1h"),
+                job("sessions", "job:volume", "session 30m max 1d"),
+                job("volume", "events", "tumble 10m"),
+            ],
+        )
+        .unwrap();
+        let order: Vec<(usize, &str)> = set
+            .levels()
+            .into_iter()
+            .map(|(l, j)| (l, j.name.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            vec![(0, "volume"), (1, "hourly"), (2, "daily"), (1, "sessions")]
+        );
+        assert_eq!(set.window_ms, 600_000);
+        assert_eq!(set.horizon_ms("volume"), 86_400_000 + 1_800_000);
+        assert_eq!(set.horizon_ms("hourly"), 86_400_000);
+        assert_eq!(set.horizon_ms("daily"), 0);
+    }
+
+    #[test]
+    fn job_graph_errors_name_the_problem() {
+        let cases = [
+            (
+                vec![
+                    job("a", "job:b", "tumble 1h"),
+                    job("b", "job:a", "tumble 1h"),
+                    job("v", "events", "tumble 10m"),
+                ],
+                "cycle: a <- b <- a",
+            ),
+            (
+                vec![
+                    job("a", "job:nope", "tumble 1h"),
+                    job("v", "events", "tumble 10m"),
+                ],
+                "job:nope: no such job",
+            ),
+            (
+                vec![
+                    job("a", "job:a", "tumble 1h"),
+                    job("v", "events", "tumble 10m"),
+                ],
+                "cycle: a <- a",
+            ),
+            (
+                vec![
+                    job("v", "events", "tumble 10m"),
+                    job("w", "events", "tumble 1h"),
+                ],
+                "share one tumbling window",
+            ),
+            (
+                vec![job("v", "events", "hop 1h slide 10m")],
+                "use `tumble SIZE`",
+            ),
+            (
+                vec![
+                    job("v", "events", "tumble 10m"),
+                    job("h", "job:v", "tumble 15m"),
+                ],
+                "whole windows",
+            ),
+            (
+                vec![
+                    job("v", "events", "tumble 10m"),
+                    job("h", "job:v", "hop 1h slide 10m"),
+                    job("d", "job:h", "tumble 1d"),
+                ],
+                "reads a tumbling job",
+            ),
+            (
+                vec![
+                    job("h", "job:x", "tumble 1h"),
+                    job("x", "job:h", "tumble 1h"),
+                ],
+                "no job reads `events`",
+            ),
+        ];
+        for (jobs, expected) in cases {
+            let e = JobSet::from_jobs(Path::new("."), jobs)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(expected), "{e} should contain {expected}");
+        }
     }
 
     #[test]
     fn header_errors_are_specific() {
         let cases = [
             (GOOD.replace("-- name: volume\n", ""), "lacks `-- name"),
-            (GOOD.replace("tumble 10m", "hop 10m 1m"), "expected `tumble"),
+            (
+                GOOD.replace("tumble 10m", "slide 10m 1m"),
+                "expected `tumble",
+            ),
             (
                 GOOD.replace("input: events", "input: raw"),
-                "not supported yet",
+                "expected `events` (raw events) or `job:NAME`",
+            ),
+            (
+                GOOD.replace("name: volume", "name: 2x"),
+                "starting with a letter",
             ),
             (GOOD.replace("tumble 10m", "tumble 10q"), "unknown unit"),
         ];
@@ -466,9 +909,11 @@ mod tests {
         .unwrap();
         j2.name = "big".into();
         let set = JobSet::from_jobs(Path::new("."), vec![j1, j2]).unwrap();
-        let out = run_all(&ctx, &set, &["b".into(), "a".into(), "c".into()])
-            .await
-            .unwrap();
+        let mut outputs = Vec::new();
+        for j in &set.jobs {
+            outputs.push((j.name.clone(), run_job(&ctx, j).await.unwrap()));
+        }
+        let out = merge_outputs(&outputs, &["b".into(), "c".into()]).unwrap();
         let names: Vec<_> = out
             .schema()
             .fields()

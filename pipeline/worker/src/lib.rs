@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod join;
 pub mod metrics;
 pub mod process;
+pub mod rollup;
 pub mod schemas;
 pub mod score;
 pub mod simulate;

@@ -44,7 +44,9 @@ pub struct Metrics {
 impl Metrics {
     /// Count an emitted window and its scores (all of them delivered).
     pub fn count_window(&mut self, r: &WindowResult) {
-        self.windows_closed += 1;
+        if !r.boundary_only {
+            self.windows_closed += 1;
+        }
         self.scores_emitted += r.scores.len() as u64;
         self.requests_scored += r.requests;
         self.requests_without_response += r.without_response;

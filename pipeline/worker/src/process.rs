@@ -13,8 +13,9 @@ use datafusion::datasource::MemTable;
 
 use crate::decode::{DecodeError, RecordDecoder};
 use crate::enrich::{enrich, AccountTable, EnrichError};
-use crate::jobs::{run_all, JobError, JobSet, EVENTS_TABLE};
+use crate::jobs::{merge_outputs, run_job, Job, JobError, JobInput, JobSet, EVENTS_TABLE};
 use crate::join::{join_window, window_context, JoinError};
+use crate::rollup::{input_schema, RollupRecord, Rollups};
 use crate::schemas::SchemaSet;
 use crate::score::{RiskScore, ScoreError, ScoringModel};
 use crate::window::ClosedWindow;
@@ -37,6 +38,8 @@ pub enum ProcessError {
     DataFusion(#[from] datafusion::error::DataFusionError),
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error("no job named {0:?}")]
+    UnknownJob(String),
 }
 
 /// What came out of one window.
@@ -57,6 +60,10 @@ pub struct WindowResult {
     ///
     /// [`PartitionWindows::note_matched`]: crate::window::PartitionWindows::note_matched
     pub matched_next: Vec<String>,
+    /// Changes to the roll-ups' held rows, to persist with this cycle.
+    pub rollup_records: Vec<RollupRecord>,
+    /// A boundary without a base window of its own (roll-ups only).
+    pub boundary_only: bool,
 }
 
 /// Jobs + scoring model, checked against each other at load time.
@@ -104,8 +111,9 @@ impl Detector {
         Ok(d)
     }
 
-    /// Plan and run every job over an empty window: proves the SQL is valid
-    /// against the real `events` schema; returns that schema and the features.
+    /// Plan and run every job over empty input: proves the SQL is valid
+    /// against the real `events` schema and each roll-up's input; returns
+    /// the `events` schema and the features.
     async fn dry_run(&self) -> Result<(SchemaRef, Vec<String>), ProcessError> {
         let events = self
             .events(
@@ -118,12 +126,15 @@ impl Detector {
             .await?
             .0;
         let schema = events.schema();
-        let ctx = window_context();
-        ctx.register_table(
-            EVENTS_TABLE,
-            Arc::new(MemTable::try_new(schema.clone(), vec![vec![events]])?),
-        )?;
-        let out = run_all(&ctx, &self.jobs, &[]).await?;
+        let mut outputs: Vec<(String, RecordBatch)> = Vec::new();
+        let mut schemas: BTreeMap<String, SchemaRef> = BTreeMap::new();
+        for job in &self.jobs.jobs {
+            let ctx = empty_input(job, &schema, &schemas)?;
+            let out = run_job(&ctx, job).await?;
+            schemas.insert(job.name.clone(), out.schema());
+            outputs.push((job.name.clone(), out));
+        }
+        let out = merge_outputs(&outputs, &[])?;
         let features = out
             .schema()
             .fields()
@@ -132,6 +143,28 @@ impl Detector {
             .map(|f| f.name().clone())
             .collect();
         Ok((schema, features))
+    }
+
+    /// The logical and physical plan of one job over empty input, as
+    /// DataFusion's EXPLAIN prints them.
+    pub async fn explain(&self, name: &str) -> Result<String, ProcessError> {
+        let target = self
+            .jobs
+            .get(name)
+            .ok_or_else(|| ProcessError::UnknownJob(name.to_string()))?;
+        let mut schemas: BTreeMap<String, SchemaRef> = BTreeMap::new();
+        for job in &self.jobs.jobs {
+            let ctx = empty_input(job, &self.events_schema, &schemas)?;
+            if job.name == target.name {
+                let df = ctx
+                    .sql(&format!("EXPLAIN {}", strip_comments(&job.sql)))
+                    .await?;
+                let batches = df.collect().await?;
+                return Ok(arrow::util::pretty::pretty_format_batches(&batches)?.to_string());
+            }
+            schemas.insert(job.name.clone(), run_job(&ctx, job).await?.schema());
+        }
+        Err(ProcessError::UnknownJob(name.to_string()))
     }
 
     /// The `events` table of a window: joined, deduplicated, enriched.
@@ -160,86 +193,131 @@ impl Detector {
         Ok((events, duplicates, unknown as u64))
     }
 
-    /// Score one window.
-    pub async fn score_window(
+    /// Score the boundary at `end`: the base window ending there (if it
+    /// had events) and every roll-up window closing there.
+    pub async fn score_boundary(
         &self,
-        w: ClosedWindow,
+        w: Option<ClosedWindow>,
+        end: i64,
+        rollups: &mut Rollups,
         accounts: &AccountTable,
     ) -> Result<WindowResult, ProcessError> {
-        // This window's own responses, before the join consumes them.
-        let mut own_rows = 0;
-        let mut own_ids: HashSet<String> = HashSet::new();
-        for b in &w.responses[..w.own_responses.min(w.responses.len())] {
-            let ids = b
-                .column_by_name("request_id")
-                .expect("responses have request_id")
-                .as_string::<i32>();
-            own_rows += b.num_rows();
-            own_ids.extend(ids.iter().flatten().map(str::to_string));
-        }
-        let (events, duplicates, unknown) = self
-            .events(w.requests, w.responses, accounts, w.start, w.end)
-            .await?;
-        let (matched_own, matched_next) = matched_responses(&events, w.end);
-        let unmatched_responses = own_ids
-            .iter()
-            .filter(|id| !matched_own.contains(id.as_str()) && !w.matched_by_previous.contains(*id))
-            .count() as u64;
-        let duplicate_responses = (own_rows - own_ids.len()) as u64;
-        if events.num_rows() == 0 {
-            return Ok(WindowResult {
-                duplicates,
-                duplicate_responses,
-                unmatched_responses,
-                matched_next,
-                ..Default::default()
-            });
-        }
-        let ids = events
-            .column_by_name("account_id")
-            .expect("join keeps account_id")
-            .as_string::<i32>();
-        let has_response = events
-            .column_by_name("has_response")
-            .expect("join adds has_response")
-            .as_boolean();
-        // Keyed by slices of the batch: no allocation per event.
-        let mut counts: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-        let mut without_response = 0;
-        for i in 0..events.num_rows() {
-            let e = counts.entry(ids.value(i)).or_default();
-            e.0 += 1;
-            if has_response.value(i) && !has_response.is_null(i) {
-                e.1 += 1;
-            } else {
-                without_response += 1;
+        let mut result = WindowResult {
+            boundary_only: w.is_none(),
+            ..Default::default()
+        };
+        let mut raw_outputs = Vec::new();
+        let mut counts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        if let Some(w) = w {
+            // This window's own responses, before the join consumes them.
+            let mut own_rows = 0;
+            let mut own_ids: HashSet<String> = HashSet::new();
+            for b in &w.responses[..w.own_responses.min(w.responses.len())] {
+                let ids = b
+                    .column_by_name("request_id")
+                    .expect("responses have request_id")
+                    .as_string::<i32>();
+                own_rows += b.num_rows();
+                own_ids.extend(ids.iter().flatten().map(str::to_string));
+            }
+            let (events, duplicates, unknown) = self
+                .events(w.requests, w.responses, accounts, w.start, w.end)
+                .await?;
+            let (matched_own, matched_next) = matched_responses(&events, w.end);
+            result.unmatched_responses = own_ids
+                .iter()
+                .filter(|id| {
+                    !matched_own.contains(id.as_str()) && !w.matched_by_previous.contains(*id)
+                })
+                .count() as u64;
+            result.duplicate_responses = (own_rows - own_ids.len()) as u64;
+            result.duplicates = duplicates;
+            result.matched_next = matched_next;
+            if events.num_rows() > 0 {
+                let ids = events
+                    .column_by_name("account_id")
+                    .expect("join keeps account_id")
+                    .as_string::<i32>();
+                let has_response = events
+                    .column_by_name("has_response")
+                    .expect("join adds has_response")
+                    .as_boolean();
+                for i in 0..events.num_rows() {
+                    let e = counts.entry(ids.value(i).to_string()).or_default();
+                    e.0 += 1;
+                    if has_response.value(i) && !has_response.is_null(i) {
+                        e.1 += 1;
+                    } else {
+                        result.without_response += 1;
+                    }
+                }
+                result.requests = events.num_rows() as u64;
+                result.unknown_account = unknown;
+                let ctx = window_context();
+                ctx.register_table(
+                    EVENTS_TABLE,
+                    Arc::new(MemTable::try_new(events.schema(), vec![vec![events]])?),
+                )?;
+                for job in self
+                    .jobs
+                    .jobs
+                    .iter()
+                    .filter(|j| j.input == JobInput::Events)
+                {
+                    raw_outputs.push((job.name.clone(), run_job(&ctx, job).await?));
+                }
             }
         }
-        let accounts_in_window: Vec<String> = counts.keys().map(|a| a.to_string()).collect();
-        let ctx = window_context();
-        let rows = events.num_rows() as u64;
-        ctx.register_table(
-            EVENTS_TABLE,
-            Arc::new(MemTable::try_new(
-                events.schema(),
-                vec![vec![events.clone()]],
-            )?),
-        )?;
-        let features = run_all(&ctx, &self.jobs, &accounts_in_window).await?;
-        let scores = self
+        let b = rollups.boundary(&self.jobs, end, raw_outputs).await?;
+        result.rollup_records = b.records;
+        if b.outputs.is_empty() {
+            return Ok(result);
+        }
+        let accounts_in_window: Vec<String> = counts.keys().cloned().collect();
+        let features = merge_outputs(&b.outputs, &accounts_in_window)?;
+        let counts: BTreeMap<&str, (i64, i64)> =
+            counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let start = end - self.jobs.window_ms;
+        result.scores = self
             .model
-            .score(&features, &counts, w.start, w.end, &self.model_version);
-        Ok(WindowResult {
-            scores,
-            requests: rows,
-            without_response,
-            unknown_account: unknown,
-            duplicates,
-            duplicate_responses,
-            unmatched_responses,
-            matched_next,
-        })
+            .score(&features, &counts, start, end, &self.model_version);
+        Ok(result)
     }
+}
+
+/// A context with `job`'s input table registered, empty: the `events`
+/// schema, or (roll-ups) its input job's output schema (in `outputs`, by
+/// name) with the window bounds.
+fn empty_input(
+    job: &Job,
+    events: &SchemaRef,
+    outputs: &BTreeMap<String, SchemaRef>,
+) -> Result<datafusion::prelude::SessionContext, ProcessError> {
+    let input = match &job.input {
+        JobInput::Events => events.clone(),
+        JobInput::Job(up) => input_schema(
+            outputs
+                .get(up)
+                .ok_or_else(|| ProcessError::UnknownJob(up.clone()))?,
+        ),
+    };
+    let ctx = window_context();
+    ctx.register_table(
+        job.table(),
+        Arc::new(MemTable::try_new(
+            input.clone(),
+            vec![vec![RecordBatch::new_empty(input)]],
+        )?),
+    )?;
+    Ok(ctx)
+}
+
+/// SQL without its `--` comment lines (EXPLAIN must lead the statement).
+fn strip_comments(sql: &str) -> String {
+    sql.lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Request ids of the joined rows that found their response, split by

@@ -25,6 +25,7 @@ use crate::enrich::AccountTable;
 use crate::io::{Accounts, Membership, Opened, Sink, Source};
 use crate::metrics::Metrics;
 use crate::process::{Detector, ProcessError};
+use crate::rollup::{decode_rows, encode_rows, RollupRecord};
 use crate::schemas::SchemaSet;
 use crate::score::RiskScore;
 use crate::sink::{encode_score, Cycle};
@@ -99,6 +100,9 @@ struct Inner {
     generation: u64,
     committed: BTreeMap<TopicPartition, i64>,
     checkpoints: BTreeMap<i32, BTreeMap<Side, Resume>>,
+    /// Held roll-up rows per input partition, as Arrow IPC bytes (what the
+    /// checkpoint topic holds): (job, window end) → rows.
+    rollups: BTreeMap<i32, BTreeMap<(String, i64), Vec<u8>>>,
     writers: BTreeMap<i32, u64>,
     next_writer: u64,
     faults: VecDeque<CommitFault>,
@@ -159,6 +163,7 @@ impl MemBroker {
             generation: 0,
             committed: BTreeMap::new(),
             checkpoints: BTreeMap::new(),
+            rollups: BTreeMap::new(),
             writers: BTreeMap::new(),
             next_writer: 1,
             faults: VecDeque::new(),
@@ -340,7 +345,14 @@ impl Source for MemSource {
         let b = self.broker.lock();
         Ok((0..b.partitions)
             .flat_map(|p| Side::BOTH.map(|s| (s, p)))
-            .filter(|tp| b.committed.get(tp).copied().unwrap_or(0) < b.end(*tp))
+            .filter(|tp| {
+                b.committed.get(tp).copied().unwrap_or(0) < b.end(*tp)
+                    // Roll-up windows still to evaluate after the input.
+                    || (tp.0 == Side::Requests
+                        && b.checkpoints
+                            .get(&tp.1)
+                            .is_some_and(|c| c.values().any(|r| r.rollups > 0)))
+            })
             .collect())
     }
 
@@ -420,19 +432,28 @@ impl Sink for MemSink {
 
     async fn open(&mut self, partitions: &[i32]) -> Result<Vec<Opened<MemPair>>, WorkerError> {
         let mut b = self.broker.lock();
-        Ok(partitions
+        partitions
             .iter()
             .map(|&partition| {
                 let epoch = b.next_writer;
                 b.next_writer += 1;
                 b.writers.insert(partition, epoch);
-                Opened {
+                let mut rollups = Vec::new();
+                for ((job, end), bytes) in b.rollups.get(&partition).into_iter().flatten() {
+                    rollups.push(RollupRecord {
+                        job: job.clone(),
+                        end: *end,
+                        rows: Some(decode_rows(bytes).map_err(ProcessError::from)?),
+                    });
+                }
+                Ok(Opened {
                     partition,
                     pair: MemPair { partition, epoch },
                     resumes: b.checkpoints.get(&partition).cloned().unwrap_or_default(),
-                }
+                    rollups,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn commit<S: Source>(
@@ -451,6 +472,14 @@ impl Sink for MemSink {
                 s.account_id.as_bytes().to_vec(),
                 encode_score(s).map_err(crate::sink::SinkError::from)?,
             ));
+        }
+        let mut held = Vec::with_capacity(cycle.rollups.len());
+        for r in &cycle.rollups {
+            let bytes = match &r.rows {
+                Some(rows) => Some(encode_rows(rows).map_err(ProcessError::from)?),
+                None => None,
+            };
+            held.push(((r.job.clone(), r.end), bytes));
         }
         let mut b = self.broker.lock();
         if b.writers.get(&pair.partition) != Some(&pair.epoch) {
@@ -487,6 +516,17 @@ impl Sink for MemSink {
                 .entry(pair.partition)
                 .or_default()
                 .insert(side, *r);
+        }
+        let kept = b.rollups.entry(pair.partition).or_default();
+        for (key, bytes) in held {
+            match bytes {
+                Some(v) => {
+                    kept.insert(key, v);
+                }
+                None => {
+                    kept.remove(&key);
+                }
+            }
         }
         for &(tp, o) in offsets {
             b.committed.insert(tp, o);

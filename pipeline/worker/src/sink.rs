@@ -20,6 +20,7 @@ use crate::checkpoint::Checkpoints;
 use crate::config::{Config, Delivery};
 use crate::decode::{RawMessage, Reject, RejectKind};
 use crate::io::{Membership, Opened, Sink, Source};
+use crate::rollup::{encode_rows, RollupRecord};
 use crate::schemas::{encode_framed, SchemaSet};
 use crate::score::RiskScore;
 use crate::source::TopicPartition;
@@ -62,6 +63,8 @@ pub enum SinkError {
     NoGroupMetadata,
     #[error("committing offsets: {0}")]
     Commit(String),
+    #[error("encoding held roll-up rows: {0}")]
+    Rows(#[from] arrow::error::ArrowError),
 }
 
 /// Encode one score as a Confluent-framed `RiskScore`.
@@ -203,6 +206,9 @@ pub struct Cycle {
     /// Per input topic of the pair: the checkpoint, whose offset is also
     /// the one committed.
     pub checkpoints: Vec<(String, Resume)>,
+    /// Changes to the roll-ups' held rows, written to the checkpoint topic
+    /// before the checkpoints that count them.
+    pub rollups: Vec<RollupRecord>,
 }
 
 /// The producer of one partition pair. With exactly-once delivery it is
@@ -215,6 +221,7 @@ pub struct PairSink {
     partition: i32,
     scores_topic: String,
     dlq_topic: String,
+    requests_topic: String,
     checkpoints_topic: String,
     checkpoint_partition: i32,
     timeout: Duration,
@@ -259,17 +266,19 @@ impl Sink for KafkaSink {
             })
         });
         let topics = [cfg.topics.requests.as_str(), cfg.topics.responses.as_str()];
-        let mut resumes = tokio::task::block_in_place(|| {
+        let mut restored = tokio::task::block_in_place(|| {
             checkpoints.read(topics, partitions, Duration::from_secs(30))
         })?;
         partitions
             .iter()
             .zip(pairs)
             .map(|(&partition, pair)| {
+                let r = restored.remove(&partition).unwrap_or_default();
                 Ok(Opened {
                     partition,
                     pair: pair?,
-                    resumes: resumes.remove(&partition).unwrap_or_default(),
+                    resumes: r.resumes,
+                    rollups: r.rollups,
                 })
             })
             .collect()
@@ -336,6 +345,7 @@ impl PairSink {
             partition,
             scores_topic: cfg.topics.scores.clone(),
             dlq_topic: cfg.topics.dlq.clone(),
+            requests_topic: cfg.topics.requests.clone(),
             checkpoints_topic: checkpoints.topic.clone(),
             checkpoint_partition: checkpoints.partition_for(partition),
             timeout: cfg.worker.produce_timeout,
@@ -437,17 +447,30 @@ impl PairSink {
         // acknowledged: a broker that shows aborted records (see
         // integration-tests/tests/broker_behaviour.rs) then never shows a
         // checkpoint without the records it vouches for.
-        let values: Vec<(String, String)> = cycle
-            .checkpoints
-            .iter()
-            .map(|(topic, r)| (checkpoints.key(topic, self.partition), r.encode()))
-            .collect();
+        // Held roll-up rows precede the checkpoints that count them.
+        let mut values: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+        for r in &cycle.rollups {
+            let key = checkpoints.rollup_key(&self.requests_topic, self.partition, &r.job, r.end);
+            let bytes = match &r.rows {
+                Some(rows) => Some(encode_rows(rows)?),
+                None => None,
+            };
+            values.push((key, bytes));
+        }
+        values.extend(cycle.checkpoints.iter().map(|(topic, r)| {
+            (
+                checkpoints.key(topic, self.partition),
+                Some(r.encode().into_bytes()),
+            )
+        }));
         let mut deliveries = Vec::new();
         for (k, v) in &values {
-            let record = FutureRecord::to(&self.checkpoints_topic)
+            let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.checkpoints_topic)
                 .partition(self.checkpoint_partition)
-                .key(k.as_str())
-                .payload(v.as_str());
+                .key(k.as_str());
+            if let Some(v) = v {
+                record = record.payload(v.as_slice());
+            }
             deliveries.push((&self.checkpoints_topic, self.enqueue(record).await?));
         }
         await_all(deliveries).await

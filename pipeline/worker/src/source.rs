@@ -411,7 +411,30 @@ impl Source for EventSource {
     fn unfinished(&self) -> Result<Vec<TopicPartition>, SourceError> {
         // Well inside max.poll.interval.ms: a partition not answered in
         // time counts as unfinished and is asked again at the next probe.
-        tokio::task::block_in_place(|| unfinished_partitions(&self.cfg, Duration::from_secs(5)))
+        tokio::task::block_in_place(|| {
+            let mut out = unfinished_partitions(&self.cfg, Duration::from_secs(5))?;
+            if out.is_empty() {
+                // Input committed to its end, but an owner may still be
+                // evaluating roll-up windows after it (end of input): its
+                // newest checkpoint still counts held rows.
+                let parts: Vec<i32> = (0..self.partitions() as i32).collect();
+                let n = self.partition_count(&self.cfg.topics.checkpoints)?;
+                let checkpoints = crate::checkpoint::Checkpoints::new(&self.cfg, n);
+                let topics = [
+                    self.cfg.topics.requests.as_str(),
+                    self.cfg.topics.responses.as_str(),
+                ];
+                let restored = checkpoints
+                    .read(topics, &parts, Duration::from_secs(30))
+                    .map_err(|e| SourceError::Rejected(format!("reading checkpoints: {e}")))?;
+                for (p, r) in restored {
+                    if r.resumes.values().any(|c| c.rollups > 0) {
+                        out.push((Side::Requests, p));
+                    }
+                }
+            }
+            Ok(out)
+        })
     }
 
     /// Synchronously.

@@ -90,6 +90,9 @@ pub struct Resume {
     /// Newest event time among this side's rows before `offset`: the
     /// watermark the re-read starts from.
     pub max_before: Option<i64>,
+    /// How many (job, window end) entries of held roll-up rows the pair had
+    /// (see `rollup`): what the new owner must find in the checkpoint topic.
+    pub rollups: u64,
 }
 
 impl Resume {
@@ -100,12 +103,13 @@ impl Resume {
     pub fn encode(&self) -> String {
         let opt = |v: Option<i64>| v.map_or_else(|| "none".to_string(), |v| v.to_string());
         format!(
-            "{}emitted_until={};read_to={};offset={};max_before={}",
+            "{}emitted_until={};read_to={};offset={};max_before={};rollups={}",
             Self::PREFIX,
             self.emitted_until,
             self.read_to,
             opt(self.offset),
             opt(self.max_before),
+            self.rollups,
         )
     }
 
@@ -121,12 +125,14 @@ impl Resume {
             }
         };
         let (mut emitted_until, mut read_to, mut offset, mut max_before) = (None, None, None, None);
+        let mut rollups = 0;
         for part in rest.split(';') {
             match part.split_once('=')? {
                 ("emitted_until", v) => emitted_until = v.parse().ok(),
                 ("read_to", v) => read_to = v.parse().ok(),
                 ("offset", v) => offset = Some(opt(v)?),
                 ("max_before", v) => max_before = Some(opt(v)?),
+                ("rollups", v) => rollups = v.parse().ok()?,
                 _ => {}
             }
         }
@@ -135,6 +141,7 @@ impl Resume {
             read_to: read_to?,
             offset: offset.flatten(),
             max_before: max_before.flatten(),
+            rollups,
         })
     }
 }
@@ -368,10 +375,7 @@ impl PartitionWindows {
     pub fn close_next(&mut self, flush: bool) -> Option<ClosedWindow> {
         let size = self.spec.size_ms;
         let delay = self.spec.max_response_delay_ms;
-        let Some(&start) = self.panes.keys().next() else {
-            self.flushed(flush);
-            return None;
-        };
+        let &start = self.panes.keys().next()?;
         let wm_req = self.watermark(Side::Requests);
         let wm_resp = self.watermark(Side::Responses);
         if !(flush || (wm_req >= start + size && wm_resp.saturating_sub(delay) >= start + size)) {
@@ -393,9 +397,6 @@ impl PartitionWindows {
             }
         }
         self.emitted_until = self.emitted_until.max(start + size);
-        if self.panes.is_empty() {
-            self.flushed(flush);
-        }
         Some(ClosedWindow {
             partition: self.partition,
             start,
@@ -407,16 +408,33 @@ impl PartitionWindows {
         })
     }
 
-    /// With everything flushed, nothing before the read position can be
-    /// needed again.
-    fn flushed(&mut self, flush: bool) {
-        if flush {
-            if let Some(max) = self.clocks.iter().filter_map(|c| c.max_event_time).max() {
-                self.emitted_until = self
-                    .emitted_until
-                    .max(self.spec.start_of(max) + self.spec.size_ms);
-            }
-        }
+    /// At the end of input, once every window is closed: the boundary
+    /// through which nothing read can be needed again (the end of the
+    /// window holding the newest event time seen).
+    pub fn flush_until(&self) -> Option<i64> {
+        let max = self.clocks.iter().filter_map(|c| c.max_event_time).max()?;
+        Some(self.spec.start_of(max) + self.spec.size_ms)
+    }
+
+    /// Every window ending at or before `boundary` was emitted (a boundary
+    /// without a base window of its own, whose roll-ups were evaluated).
+    pub fn advance_emitted(&mut self, boundary: i64) {
+        self.emitted_until = self.emitted_until.max(boundary);
+    }
+
+    /// End of the oldest open window.
+    pub fn first_pane_end(&self) -> Option<i64> {
+        self.panes.keys().next().map(|s| s + self.spec.size_ms)
+    }
+
+    /// The last boundary both sides' watermarks have passed: every window
+    /// ending there or before is complete, whether it holds rows or not.
+    pub fn closable_until(&self) -> Option<i64> {
+        let wm = self.watermark(Side::Requests).min(
+            self.watermark(Side::Responses)
+                .saturating_sub(self.spec.max_response_delay_ms),
+        );
+        (wm > i64::MIN / 2).then(|| self.spec.start_of(wm))
     }
 
     /// Record that the window before `pane_start` matched these request ids
@@ -431,7 +449,11 @@ impl PartitionWindows {
     /// Close every complete window, oldest first (tests and tools that do
     /// not track matches across windows).
     pub fn close_ready(&mut self, flush: bool) -> Vec<ClosedWindow> {
-        std::iter::from_fn(|| self.close_next(flush)).collect()
+        let closed = std::iter::from_fn(|| self.close_next(flush)).collect();
+        if let Some(b) = self.flush_until().filter(|_| flush) {
+            self.advance_emitted(b);
+        }
+        closed
     }
 
     /// The oldest offset of `side` an open window still holds, with the
@@ -444,8 +466,11 @@ impl PartitionWindows {
             .filter_map(|p| Some((p.min_offset[i]?, p.max_before[i])))
             .min_by_key(|(o, _)| *o)
             .or_else(|| {
+                // A side that read nothing yet since a resume stays where
+                // the checkpoint put it, so a commit can still carry its
+                // checkpoint (with this owner's emission progress).
                 let c = &self.clocks[i];
-                Some((c.position?, c.max_event_time))
+                Some((c.position.or(c.resume_from)?, c.max_event_time))
             })
     }
 
@@ -462,7 +487,8 @@ impl PartitionWindows {
     pub fn checkpoint(&self, side: Side) -> Option<Resume> {
         let clock = &self.clocks[side.idx()];
         let read_to = clock
-            .position?
+            .position
+            .or(clock.resume_from)?
             .max(clock.resumed_read_to.unwrap_or(i64::MIN));
         let (offset, max_before) = self.held(side)?;
         Some(Resume {
@@ -470,6 +496,7 @@ impl PartitionWindows {
             read_to,
             offset: Some(offset),
             max_before,
+            rollups: 0,
         })
     }
 }
@@ -611,6 +638,7 @@ mod tests {
                 read_to: 9,
                 offset: Some(8),
                 max_before: Some(11 * MIN),
+                rollups: 0,
             }
         );
     }
@@ -648,6 +676,7 @@ mod tests {
                 read_to: 100,
                 offset: None,
                 max_before: None,
+                rollups: 0,
             },
         );
         let placed = pw
@@ -671,6 +700,7 @@ mod tests {
                 read_to: 100,
                 offset: None,
                 max_before: None,
+                rollups: 0,
             },
         );
         pw.ingest(Side::Requests, &batch(&[(9 * MIN, 90), (11 * MIN, 91)]))
@@ -683,6 +713,7 @@ mod tests {
                 read_to: 100,
                 offset: Some(91),
                 max_before: Some(9 * MIN),
+                rollups: 0,
             })
         );
         pw.advance_position(Side::Requests, 120);
@@ -696,6 +727,7 @@ mod tests {
             read_to: 42,
             offset: Some(40),
             max_before: None,
+            rollups: 17,
         };
         assert_eq!(Resume::parse(&r.encode()), Some(r));
         assert_eq!(
@@ -704,7 +736,8 @@ mod tests {
                 emitted_until: 5,
                 read_to: 7,
                 offset: None,
-                max_before: None
+                max_before: None,
+                rollups: 0,
             })
         );
         assert_eq!(Resume::parse("dw2;emitted_until=5"), None);

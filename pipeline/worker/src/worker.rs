@@ -26,6 +26,7 @@ use crate::decode::{RawMessage, RecordDecoder, Reject, RejectKind, PARTITION_COL
 use crate::io::{Accounts, Sink, Source};
 use crate::metrics::Metrics;
 use crate::process::{Detector, ProcessError};
+use crate::rollup::Rollups;
 use crate::schemas::SchemaSet;
 use crate::sink::{Cycle, DlqRecord, KafkaSink, SinkError};
 use crate::source::{AccountsSource, Change, EventSource, SourceError, TopicPartition};
@@ -329,11 +330,12 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
             tracing::info!(
                 open_windows = state.open_windows(),
                 buffered_rows = state.buffered_rows(),
+                rollup_rows = state.rollup_rows(),
                 "{}",
                 state.metrics
             );
         }
-        if !flush || state.open_windows() > 0 {
+        if !flush || state.open_windows() > 0 || state.rollups_held() > 0 {
             return Ok(Step::Continue);
         }
         let done_at = *self.own_done_at.get_or_insert_with(|| {
@@ -387,6 +389,8 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
 /// decided to emit but not yet committed.
 struct Pair<P> {
     windows: PartitionWindows,
+    /// Output rows that roll-ups read, held across base windows.
+    rollups: Rollups,
     sink: P,
     pending: Cycle,
     /// When the oldest uncommitted DLQ record was decided.
@@ -404,6 +408,7 @@ impl<P> Pair<P> {
             .iter()
             .any(|s| self.windows.commit_offset(*s) != self.committed[s.idx()]);
         !self.pending.scores.is_empty()
+            || !self.pending.rollups.is_empty()
             || ((flush || stopping) && (!self.pending.dlq.is_empty() || moved))
             || self
                 .dlq_since
@@ -500,6 +505,16 @@ impl<P> State<P> {
 
     fn open_windows(&self) -> usize {
         self.pairs.values().map(|t| t.windows.open_windows()).sum()
+    }
+
+    /// Held roll-up entries: at the end of input, boundaries are processed
+    /// until none is left.
+    fn rollups_held(&self) -> usize {
+        self.pairs.values().map(|t| t.rollups.held_entries()).sum()
+    }
+
+    fn rollup_rows(&self) -> usize {
+        self.pairs.values().map(|t| t.rollups.held_rows()).sum()
     }
 
     fn buffered_rows(&self) -> usize {
@@ -630,6 +645,16 @@ impl<P> State<P> {
                 for opened in sink.open(&new).await? {
                     let p = opened.partition;
                     let mut windows = PartitionWindows::new(p, self.spec);
+                    let held = opened.rollups.len();
+                    let rollups = Rollups::restore(opened.rollups);
+                    if held > 0 {
+                        tracing::info!(
+                            partition = p,
+                            entries = held,
+                            rows = rollups.held_rows(),
+                            "restored roll-up rows"
+                        );
+                    }
                     let mut committed = [None, None];
                     for (side, r) in opened.resumes {
                         tracing::info!(side = ?side, partition = p, emitted_until = r.emitted_until, offset = ?r.offset, read_to = r.read_to, "resuming partition");
@@ -640,6 +665,7 @@ impl<P> State<P> {
                         p,
                         Pair {
                             windows,
+                            rollups,
                             sink: opened.pair,
                             pending: Cycle::default(),
                             dlq_since: None,
@@ -687,26 +713,63 @@ impl<P> State<P> {
     ) -> Result<(), WorkerError> {
         let started = clock();
         let mut closed = 0;
+        let base = detector.jobs.window_ms;
         for pair in self.pairs.values_mut() {
             while closed < MAX_WINDOWS_PER_STEP
                 && clock().duration_since(started) < MAX_SCORING_PER_STEP
             {
-                let Some(w) = pair.windows.close_next(flush) else {
-                    break;
+                let windows = &mut pair.windows;
+                // Boundaries are processed in order, each once: the base
+                // window ending there (if it had rows) and every roll-up
+                // window closing there. Boundaries without a base window
+                // matter only while roll-ups hold rows.
+                let processed = windows.emitted_until();
+                let pane_end = windows.first_pane_end();
+                let limit = if flush {
+                    windows
+                        .flush_until()
+                        .max(pair.rollups.last_needed_boundary(&detector.jobs))
+                } else {
+                    windows.closable_until()
+                };
+                let empty = (processed != i64::MIN)
+                    .then_some(processed + base)
+                    .filter(|e| pane_end.is_none_or(|pe| *e < pe));
+                let (window, end) = match (empty, limit) {
+                    (Some(e), Some(l)) if e <= l => {
+                        if pair.rollups.held_entries() == 0 {
+                            // Nothing to evaluate before the next base
+                            // window, or as far as the watermarks allow.
+                            windows.advance_emitted(pane_end.map_or(l, |pe| (pe - base).min(l)));
+                            continue;
+                        }
+                        (None, e)
+                    }
+                    (Some(_), _) => break,
+                    (None, _) => match windows.close_next(flush) {
+                        Some(w) => {
+                            let end = w.end;
+                            (Some(w), end)
+                        }
+                        None => break,
+                    },
                 };
                 closed += 1;
-                let (partition, start, end) = (w.partition, w.start, w.end);
-                let mut result = detector.score_window(w, &accounts.snapshot()).await?;
-                pair.windows
-                    .note_matched(end, std::mem::take(&mut result.matched_next));
+                let partition = windows.partition;
+                let mut result = detector
+                    .score_boundary(window, end, &mut pair.rollups, &accounts.snapshot())
+                    .await?;
+                windows.advance_emitted(end);
+                windows.note_matched(end, std::mem::take(&mut result.matched_next));
                 self.metrics.count_window(&result);
                 tracing::debug!(
                     partition,
-                    window_start = start,
+                    boundary = end,
                     scores = result.scores.len(),
                     "window emitted"
                 );
                 pair.pending.scores.append(&mut result.scores);
+                pair.pending.rollups.append(&mut result.rollup_records);
             }
         }
         Ok(())
@@ -733,10 +796,11 @@ impl<P> State<P> {
                 if !self.assignment.contains(&tp) {
                     continue;
                 }
-                if let (Some(offset), Some(resume)) = (
+                if let (Some(offset), Some(mut resume)) = (
                     pair.windows.commit_offset(side),
                     pair.windows.checkpoint(side),
                 ) {
+                    resume.rollups = pair.rollups.held_entries() as u64;
                     offsets.push((tp, offset));
                     cycle
                         .checkpoints

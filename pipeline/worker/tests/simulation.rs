@@ -41,9 +41,10 @@ struct Input {
     cfg: Config,
 }
 
-/// The shipped jobs and model, or (`light`) only the volume job with a
-/// one-rule model: the loop does not care what the jobs compute, and a
-/// window of one job scores several times faster, so most seeds use it.
+/// The shipped jobs and model, or (`light`) only the volume job and three
+/// small roll-ups of it (one per window kind) with a one-rule model: the
+/// loop does not care what the jobs compute, and a window of one raw job
+/// scores several times faster, so most seeds use it.
 fn detector(light: bool) -> &'static Detector {
     static FULL: OnceLock<Detector> = OnceLock::new();
     static LIGHT: OnceLock<Detector> = OnceLock::new();
@@ -60,6 +61,19 @@ fn detector(light: bool) -> &'static Detector {
         let dir = std::env::temp_dir().join(format!("dw-sim-jobs-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::copy(root.join("jobs/volume.sql"), dir.join("volume.sql")).unwrap();
+        // Roll-ups of every window kind: their held rows must survive every
+        // crash and takeover too.
+        for (name, window, sql) in [
+            ("rolling", "hop 30m slide 10m", "sum(requests) AS requests_30m"),
+            ("sessions", "session 20m max 1h", "sum(requests) AS session_requests, count(*) AS session_windows"),
+            ("hourly", "tumble 1h", "sum(requests) AS requests_1h"),
+        ] {
+            std::fs::write(
+                dir.join(format!("{name}.sql")),
+                format!("-- name: {name}\n-- input: job:volume\n-- key: account_id\n-- window: {window}\nSELECT account_id, {sql} FROM volume GROUP BY account_id\n"),
+            )
+            .unwrap();
+        }
         let model = dir.join("scoring.toml");
         std::fs::write(
             &model,
@@ -347,6 +361,18 @@ fn run_seed(seed: u64) -> Result<(), String> {
         .iter()
         .filter(|r| !reference.scores.contains(r))
         .count();
+    if std::env::var("DW_DEBUG").is_ok() {
+        let set = distill_watch::schemas::SchemaSet::builtin();
+        let show = |(k, v): &(Vec<u8>, Vec<u8>)| {
+            let (_, body) = distill_watch::schemas::unframe(v).unwrap();
+            let d =
+                apache_avro::from_avro_datum(&set.risk_score.avro, &mut &body[..], None).unwrap();
+            format!("{} {:?}", String::from_utf8_lossy(k), d)
+        };
+        for r in got.scores.iter().filter(|r| !reference.scores.contains(r)) {
+            eprintln!("EXTRA {}", show(r));
+        }
+    }
     Err(format!(
         "seed {seed}: {} scores vs {} in the fault-free run ({missing} missing, {extra} not in it; {} vs {} DLQ records)\nschedule:\n  {}\nrerun with DISTILL_WATCH_TEST_SIM_SEED={seed}",
         got.scores.len(),

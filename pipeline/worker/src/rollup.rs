@@ -1,0 +1,694 @@
+//! Roll-ups: jobs over other jobs' output (`-- input: job:NAME`), with
+//! tumbling, hopping and session windows, evaluated at window boundaries.
+//!
+//! Raw events are held only for the base window (the tumbling window of the
+//! jobs over `events`). A longer horizon keeps *their output* instead: one
+//! row per account per base window, the partial aggregate of that pane, as
+//! Arroyo keeps partials per bin. A roll-up's SQL combines them (`sum` of
+//! counts, `max` of maxima, `count(*)` of active panes...), so a day-long
+//! window holds at most one row per account per 10 minutes, however many
+//! events those accounts sent.
+//!
+//! Every window is aligned to the epoch and ends on a base-window boundary.
+//! At each boundary `E`, in dependency order, a job's windows ending at `E`
+//! are evaluated over the held rows of its input job: the tumbling window
+//! `[E−size, E)` when `E` is a multiple of the size, the hopping window
+//! `[E−size, E)` when `E` is a multiple of the slide, and every session that
+//! closes at `E`. The result depends only on the held rows, which depend only
+//! on the input events, so roll-ups are as deterministic as the base windows.
+//!
+//! Sessions: per key, input rows less than `gap` apart form a session. A
+//! session never spans a multiple of `max` since the epoch (with `max 1d`, a
+//! UTC day), which bounds both its length and what must be held, and makes a
+//! session's end independent of how far back the held rows reach. It closes
+//! at `min(last row's end + gap, next multiple of max)`.
+//!
+//! Held rows survive a restart through the checkpoint topic (see
+//! `checkpoint`): each boundary's new rows and evictions travel in the same
+//! cycle as the checkpoint that says the boundary was processed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
+use datafusion::datasource::MemTable;
+
+use crate::jobs::{run_job, Job, JobError, JobInput, JobSet, WindowKind};
+use crate::join::window_context;
+
+pub const WINDOW_START: &str = "window_start";
+pub const WINDOW_END: &str = "window_end";
+
+/// The `[start, end)` windows of a tumbling window of `size` that contain
+/// event time `t` (exactly one).
+pub fn tumbling_window(size_ms: i64, t: i64) -> (i64, i64) {
+    let start = t.div_euclid(size_ms) * size_ms;
+    (start, start + size_ms)
+}
+
+/// The `[start, end)` hopping windows of `size` every `slide` that contain
+/// event time `t`, oldest first (`size / slide` of them).
+pub fn hopping_windows(size_ms: i64, slide_ms: i64, t: i64) -> Vec<(i64, i64)> {
+    let last_start = t.div_euclid(slide_ms) * slide_ms;
+    let mut out = Vec::new();
+    let mut start = last_start - size_ms + slide_ms;
+    while start <= last_start {
+        out.push((start, start + size_ms));
+        start += slide_ms;
+    }
+    out
+}
+
+/// One key's session over its input rows `[start, end)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub start: i64,
+    /// End of its last row.
+    pub last_end: i64,
+    /// The boundary at which it is complete and emitted.
+    pub closes_at: i64,
+    /// Indices (into the slice given to [`sessions`]) of its rows.
+    pub rows: Vec<usize>,
+}
+
+/// Split one key's rows into sessions. `rows` are `[start, end)` intervals in
+/// any order; a row joins the session before it if it starts less than `gap`
+/// after that session's last end and in the same `max`-aligned block.
+pub fn sessions(rows: &[(i64, i64)], gap_ms: i64, max_ms: i64) -> Vec<Session> {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| (rows[i].0, rows[i].1));
+    let block_end = |t: i64| (t.div_euclid(max_ms) + 1) * max_ms;
+    let mut out: Vec<Session> = Vec::new();
+    for i in order {
+        let (start, end) = rows[i];
+        match out.last_mut() {
+            Some(s) if start - s.last_end < gap_ms && block_end(s.start) >= end => {
+                s.last_end = s.last_end.max(end);
+                s.rows.push(i);
+            }
+            _ => out.push(Session {
+                start,
+                last_end: end,
+                closes_at: 0,
+                rows: vec![i],
+            }),
+        }
+    }
+    for s in &mut out {
+        s.closes_at = (s.last_end + gap_ms).min(block_end(s.start));
+    }
+    out
+}
+
+/// A change to the held rows, to persist: rows of `job` for the window
+/// ending at `end`, or `None` once they are no longer needed.
+#[derive(Debug, Clone)]
+pub struct RollupRecord {
+    pub job: String,
+    pub end: i64,
+    pub rows: Option<RecordBatch>,
+}
+
+/// What one boundary produced.
+#[derive(Debug, Default)]
+pub struct BoundaryOutput {
+    /// Each job with a window closing at the boundary and its output rows
+    /// (key and Float64 features), in dependency order.
+    pub outputs: Vec<(String, RecordBatch)>,
+    /// Changes to the held rows.
+    pub records: Vec<RollupRecord>,
+}
+
+/// The held output rows of every job a roll-up reads, per partition pair.
+#[derive(Debug, Default)]
+pub struct Rollups {
+    /// By job, then by the end of the window the rows came from. Rows carry
+    /// `window_start` and `window_end` columns after the job's own.
+    held: BTreeMap<String, BTreeMap<i64, RecordBatch>>,
+}
+
+impl Rollups {
+    /// Rebuild from persisted records (newest per job and end wins).
+    pub fn restore(records: impl IntoIterator<Item = RollupRecord>) -> Self {
+        let mut r = Rollups::default();
+        for rec in records {
+            let by_end = r.held.entry(rec.job).or_default();
+            match rec.rows {
+                Some(b) => {
+                    by_end.insert(rec.end, b);
+                }
+                None => {
+                    by_end.remove(&rec.end);
+                }
+            }
+        }
+        r.held.retain(|_, m| !m.is_empty());
+        r
+    }
+
+    /// Number of held (job, window end) entries: what a restore must find.
+    pub fn held_entries(&self) -> usize {
+        self.held.values().map(|m| m.len()).sum()
+    }
+
+    pub fn held_rows(&self) -> usize {
+        self.held
+            .values()
+            .flat_map(|m| m.values())
+            .map(|b| b.num_rows())
+            .sum()
+    }
+
+    pub fn held_bytes(&self) -> usize {
+        self.held
+            .values()
+            .flat_map(|m| m.values())
+            .map(|b| b.get_array_memory_size())
+            .sum()
+    }
+
+    /// The last boundary at which a held row can still change a window: at
+    /// the end of input, boundaries are processed up to here.
+    pub fn last_needed_boundary(&self, jobs: &JobSet) -> Option<i64> {
+        self.held
+            .iter()
+            .filter_map(|(job, m)| Some(m.keys().next_back()? + jobs.horizon_ms(job)))
+            .max()
+    }
+
+    /// Evaluate boundary `end`. `raw`: the outputs of the jobs over raw
+    /// events for the base window ending at `end` (none when that window
+    /// had no events).
+    pub async fn boundary(
+        &mut self,
+        jobs: &JobSet,
+        end: i64,
+        raw: Vec<(String, RecordBatch)>,
+    ) -> Result<BoundaryOutput, JobError> {
+        let mut out = BoundaryOutput::default();
+        let mut raw: BTreeMap<String, RecordBatch> = raw.into_iter().collect();
+        for job in &jobs.jobs {
+            let produced = match &job.input {
+                JobInput::Events => raw.remove(&job.name).map(|b| (b, end - jobs.window_ms)),
+                JobInput::Job(up) => self.evaluate(job, up, end).await?,
+            };
+            let Some((rows, start)) = produced else {
+                continue;
+            };
+            if jobs.is_input(&job.name) && rows.num_rows() > 0 {
+                let held = with_window(&rows, start, end).map_err(|e| JobError::Output {
+                    job: job.name.clone(),
+                    message: e.to_string(),
+                })?;
+                self.held
+                    .entry(job.name.clone())
+                    .or_default()
+                    .insert(end, held.clone());
+                out.records.push(RollupRecord {
+                    job: job.name.clone(),
+                    end,
+                    rows: Some(held),
+                });
+            }
+            out.outputs.push((job.name.clone(), rows));
+        }
+        for (job, by_end) in &mut self.held {
+            let horizon = jobs.horizon_ms(job);
+            let keep = by_end.split_off(&(end - horizon + 1));
+            for old in std::mem::replace(by_end, keep).into_keys() {
+                out.records.push(RollupRecord {
+                    job: job.clone(),
+                    end: old,
+                    rows: None,
+                });
+            }
+        }
+        self.held.retain(|_, m| !m.is_empty());
+        Ok(out)
+    }
+
+    /// The job's windows closing at `end`, over the held rows of `up`:
+    /// its output and the (earliest) window start, or `None` if no window
+    /// closes there or it holds no rows.
+    async fn evaluate(
+        &self,
+        job: &Job,
+        up: &str,
+        end: i64,
+    ) -> Result<Option<(RecordBatch, i64)>, JobError> {
+        let Some(by_end) = self.held.get(up) else {
+            return Ok(None);
+        };
+        let err = |e: arrow::error::ArrowError| JobError::Output {
+            job: job.name.clone(),
+            message: e.to_string(),
+        };
+        let (batches, start): (Vec<RecordBatch>, i64) = match job.window {
+            WindowKind::Tumble { size_ms } | WindowKind::Hop { size_ms, .. } => {
+                if !closes_at(&job.window, end) {
+                    return Ok(None);
+                }
+                let start = end - size_ms;
+                // Keyed by the end of their window: rows of [start, end)
+                // end in (start, end].
+                let b = by_end
+                    .range(start + 1..=end)
+                    .map(|(_, b)| b.clone())
+                    .collect();
+                (b, start)
+            }
+            WindowKind::Session { gap_ms, max_ms } => {
+                closing_sessions(by_end, gap_ms, max_ms, end).map_err(err)?
+            }
+        };
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if rows == 0 {
+            return Ok(None);
+        }
+        let schema = batches[0].schema();
+        let ctx = window_context();
+        let table = MemTable::try_new(schema, vec![batches]).map_err(|source| JobError::Sql {
+            job: job.name.clone(),
+            source,
+        })?;
+        ctx.register_table(up, Arc::new(table))
+            .map_err(|source| JobError::Sql {
+                job: job.name.clone(),
+                source,
+            })?;
+        Ok(Some((run_job(&ctx, job).await?, start)))
+    }
+}
+
+/// Whether a tumbling or hopping window ends at `end`.
+fn closes_at(kind: &WindowKind, end: i64) -> bool {
+    match *kind {
+        WindowKind::Tumble { size_ms } => end.rem_euclid(size_ms) == 0,
+        WindowKind::Hop { slide_ms, .. } => end.rem_euclid(slide_ms) == 0,
+        WindowKind::Session { .. } => true,
+    }
+}
+
+/// The rows of every key's session that closes at `end`, with the earliest
+/// such session's start.
+fn closing_sessions(
+    by_end: &BTreeMap<i64, RecordBatch>,
+    gap_ms: i64,
+    max_ms: i64,
+    end: i64,
+) -> Result<(Vec<RecordBatch>, i64), arrow::error::ArrowError> {
+    // (batch, row, start, end) per key, of rows up to the boundary.
+    let mut by_key: BTreeMap<&str, Vec<(usize, usize, i64, i64)>> = BTreeMap::new();
+    let batches: Vec<&RecordBatch> = by_end.range(..=end).map(|(_, b)| b).collect();
+    for (bi, b) in batches.iter().enumerate() {
+        let keys = b.column(0).as_string::<i32>();
+        let starts = column(b, WINDOW_START)?.as_primitive::<TimestampMillisecondType>();
+        let ends = column(b, WINDOW_END)?.as_primitive::<TimestampMillisecondType>();
+        for r in 0..b.num_rows() {
+            by_key
+                .entry(keys.value(r))
+                .or_default()
+                .push((bi, r, starts.value(r), ends.value(r)));
+        }
+    }
+    let mut keep: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); batches.len()];
+    let mut first_start = end;
+    for rows in by_key.values() {
+        let spans: Vec<(i64, i64)> = rows.iter().map(|r| (r.2, r.3)).collect();
+        for s in sessions(&spans, gap_ms, max_ms) {
+            if s.closes_at == end {
+                first_start = first_start.min(s.start);
+                for i in s.rows {
+                    keep[rows[i].0].insert(rows[i].1);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (b, rows) in batches.iter().zip(keep) {
+        if rows.is_empty() {
+            continue;
+        }
+        let mask: BooleanArray = (0..b.num_rows()).map(|r| Some(rows.contains(&r))).collect();
+        out.push(filter_record_batch(b, &mask)?);
+    }
+    Ok((out, first_start))
+}
+
+/// `rows` (a job's output) with `window_start` and `window_end` appended.
+pub fn with_window(
+    rows: &RecordBatch,
+    start: i64,
+    end: i64,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into()));
+    let n = rows.num_rows();
+    let mut fields: Vec<Field> = rows
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new(WINDOW_START, ts.clone(), false));
+    fields.push(Field::new(WINDOW_END, ts, false));
+    let mut cols: Vec<ArrayRef> = rows.columns().to_vec();
+    cols.push(Arc::new(
+        TimestampMillisecondArray::from(vec![start; n]).with_timezone("+00:00"),
+    ));
+    cols.push(Arc::new(
+        TimestampMillisecondArray::from(vec![end; n]).with_timezone("+00:00"),
+    ));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
+}
+
+/// The table a roll-up of `upstream` reads, given the upstream's output
+/// schema (key and features).
+pub fn input_schema(upstream_output: &SchemaRef) -> SchemaRef {
+    let empty = RecordBatch::new_empty(upstream_output.clone());
+    with_window(&empty, 0, 0)
+        .map(|b| b.schema())
+        .unwrap_or_else(|_| upstream_output.clone())
+}
+
+/// Arrow IPC stream bytes of `batch`: how held rows travel in the
+/// checkpoint topic.
+pub fn encode_rows(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema())?;
+        w.write(batch)?;
+        w.finish()?;
+    }
+    Ok(buf)
+}
+
+pub fn decode_rows(bytes: &[u8]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .ok_or_else(|| arrow::error::ArrowError::IpcError("no batch in held rows".into()))?;
+    arrow::compute::concat_batches(&schema, &batches)
+}
+
+fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, arrow::error::ArrowError> {
+    b.column_by_name(name)
+        .ok_or_else(|| arrow::error::ArrowError::SchemaError(format!("held rows lack {name}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, StringArray};
+    use arrow::datatypes::Float64Type;
+    use std::path::Path;
+
+    const MIN: i64 = 60_000;
+    const HOUR: i64 = 60 * MIN;
+
+    #[test]
+    fn tumbling_windows_include_their_start_and_exclude_their_end() {
+        assert_eq!(tumbling_window(10 * MIN, 0), (0, 10 * MIN));
+        assert_eq!(tumbling_window(10 * MIN, 10 * MIN - 1), (0, 10 * MIN));
+        assert_eq!(tumbling_window(10 * MIN, 10 * MIN), (10 * MIN, 20 * MIN));
+        assert_eq!(tumbling_window(10 * MIN, -1), (-10 * MIN, 0));
+    }
+
+    #[test]
+    fn hopping_windows_share_an_event() {
+        // A 30-minute window every 10 minutes: each event is in three.
+        let w = hopping_windows(30 * MIN, 10 * MIN, 25 * MIN);
+        assert_eq!(
+            w,
+            vec![(0, 30 * MIN), (10 * MIN, 40 * MIN), (20 * MIN, 50 * MIN)]
+        );
+        // Exactly on a boundary: the window starting there, not the one ending there.
+        let w = hopping_windows(30 * MIN, 10 * MIN, 30 * MIN);
+        assert_eq!(w.first(), Some(&(10 * MIN, 40 * MIN)));
+        assert_eq!(w.last(), Some(&(30 * MIN, 60 * MIN)));
+        assert!(w.iter().all(|(s, e)| *s <= 30 * MIN && 30 * MIN < *e));
+        // Slide = size is tumbling.
+        assert_eq!(
+            hopping_windows(HOUR, HOUR, 90 * MIN),
+            vec![(HOUR, 2 * HOUR)]
+        );
+    }
+
+    #[test]
+    fn sessions_merge_across_short_gaps_and_split_at_the_gap() {
+        let p = |s: i64| (s * 10 * MIN, (s + 1) * 10 * MIN);
+        // Panes 0,1 then 3 (gap of 10 min < 30): one session; 7 is 30 min
+        // after 3's end: a new one.
+        let rows = [p(3), p(0), p(1), p(7)];
+        let s = sessions(&rows, 30 * MIN, 24 * HOUR);
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].start, s[0].last_end), (0, 40 * MIN));
+        assert_eq!(s[0].rows, vec![1, 2, 0]);
+        assert_eq!(s[0].closes_at, 70 * MIN);
+        assert_eq!(
+            (s[1].start, s[1].last_end, s[1].closes_at),
+            (70 * MIN, 80 * MIN, 110 * MIN)
+        );
+        // A row arriving later that bridges the two merges them into one.
+        let s = sessions(&[p(3), p(0), p(1), p(7), p(5)], 30 * MIN, 24 * HOUR);
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].start, s[0].last_end), (0, 80 * MIN));
+    }
+
+    #[test]
+    fn sessions_never_cross_a_multiple_of_max() {
+        // Busy every 10 minutes for 3 hours with max 1h: three sessions, each
+        // closing at its hour's end, not at last + gap.
+        let rows: Vec<(i64, i64)> = (0..18)
+            .map(|i| (i * 10 * MIN, (i + 1) * 10 * MIN))
+            .collect();
+        let s = sessions(&rows, 30 * MIN, HOUR);
+        let spans: Vec<(i64, i64, i64)> = s
+            .iter()
+            .map(|s| (s.start, s.last_end, s.closes_at))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![
+                (0, HOUR, HOUR),
+                (HOUR, 2 * HOUR, 2 * HOUR),
+                (2 * HOUR, 3 * HOUR, 3 * HOUR)
+            ]
+        );
+        // Dropping the oldest rows (as eviction does) leaves later sessions
+        // and closing boundaries as they were.
+        let s2 = sessions(&rows[3..], 30 * MIN, HOUR);
+        assert_eq!(
+            s2[1..],
+            s[1..]
+                .iter()
+                .map(|x| Session {
+                    rows: x.rows.iter().map(|r| r - 3).collect(),
+                    ..x.clone()
+                })
+                .collect::<Vec<_>>()[..]
+        );
+    }
+
+    fn job(name: &str, input: &str, window: &str, select: &str) -> Job {
+        let text = format!(
+            "-- name: {name}\n-- input: {input}\n-- key: account_id\n-- window: {window}\n{select}\n"
+        );
+        Job::parse(Path::new(&format!("{name}.sql")), &text).unwrap()
+    }
+
+    fn jobs() -> JobSet {
+        JobSet::from_jobs(
+            Path::new("."),
+            vec![
+                job("volume", "events", "tumble 10m", "SELECT account_id, count(*) AS requests FROM events GROUP BY account_id"),
+                job(
+                    "hourly",
+                    "job:volume",
+                    "tumble 1h",
+                    "SELECT account_id, sum(requests) AS requests_1h, count(*) AS active_panes_1h FROM volume GROUP BY account_id",
+                ),
+                job(
+                    "hop",
+                    "job:volume",
+                    "hop 30m slide 10m",
+                    "SELECT account_id, sum(requests) AS requests_30m FROM volume GROUP BY account_id",
+                ),
+                job(
+                    "sessions",
+                    "job:volume",
+                    "session 20m max 1h",
+                    "SELECT account_id, sum(requests) AS session_requests, CAST(max(window_end) AS BIGINT) - CAST(min(window_start) AS BIGINT) AS session_ms FROM volume GROUP BY account_id",
+                ),
+                job(
+                    "daily",
+                    "job:hourly",
+                    "tumble 1d",
+                    "SELECT account_id, sum(requests_1h) AS requests_1d, count(*) AS active_hours_1d FROM hourly GROUP BY account_id",
+                ),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn volume(rows: &[(&str, f64)]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("account_id", DataType::Utf8, true),
+            Field::new("requests", DataType::Float64, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// (job, account) → feature values, of one boundary's outputs.
+    fn values(out: &BoundaryOutput) -> BTreeMap<(String, String), Vec<f64>> {
+        let mut m = BTreeMap::new();
+        for (job, b) in &out.outputs {
+            let keys = b.column(0).as_string::<i32>();
+            for r in 0..b.num_rows() {
+                let v = (1..b.num_columns())
+                    .map(|c| b.column(c).as_primitive::<Float64Type>().value(r))
+                    .collect();
+                m.insert((job.clone(), keys.value(r).to_string()), v);
+            }
+        }
+        m
+    }
+
+    /// Account `a` active in panes 0..=3 and 6 (each pane `i+1` requests),
+    /// `b` only in pane 2; boundaries every 10 minutes up to `until`.
+    async fn run(rollups: &mut Rollups, from: i64, until: i64) -> BTreeMap<i64, BoundaryOutput> {
+        let set = jobs();
+        let mut out = BTreeMap::new();
+        let mut end = from;
+        while end <= until {
+            let pane = end / (10 * MIN) - 1;
+            let mut rows = Vec::new();
+            if (0..=3).contains(&pane) || pane == 6 {
+                rows.push(("a", (pane + 1) as f64));
+            }
+            if pane == 2 {
+                rows.push(("b", 10.0));
+            }
+            let raw = if rows.is_empty() {
+                vec![]
+            } else {
+                vec![("volume".to_string(), volume(&rows))]
+            };
+            out.insert(end, rollups.boundary(&set, end, raw).await.unwrap());
+            end += 10 * MIN;
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn roll_ups_close_on_their_boundaries() {
+        let mut r = Rollups::default();
+        let out = run(&mut r, 10 * MIN, 26 * HOUR).await;
+        let v = |end: i64, job: &str, acct: &str| {
+            values(&out[&end])
+                .get(&(job.to_string(), acct.to_string()))
+                .cloned()
+        };
+        // Hopping: the 30-minute window ending at 30m holds panes 0..=2.
+        assert_eq!(v(30 * MIN, "hop", "a"), Some(vec![1.0 + 2.0 + 3.0]));
+        assert_eq!(v(40 * MIN, "hop", "a"), Some(vec![2.0 + 3.0 + 4.0]));
+        assert_eq!(v(40 * MIN, "hop", "b"), Some(vec![10.0]));
+        // Pane 2 (b's only one) is in three hopping windows, then no more.
+        let b_windows: Vec<i64> = out
+            .iter()
+            .filter(|(_, o)| values(o).contains_key(&("hop".into(), "b".into())))
+            .map(|(e, _)| *e)
+            .collect();
+        assert_eq!(b_windows, vec![30 * MIN, 40 * MIN, 50 * MIN]);
+        // Tumbling hour: emitted only at the hour, over every pane of it.
+        assert_eq!(
+            v(HOUR, "hourly", "a"),
+            Some(vec![1.0 + 2.0 + 3.0 + 4.0, 4.0])
+        );
+        assert_eq!(v(50 * MIN, "hourly", "a"), None);
+        assert_eq!(v(2 * HOUR, "hourly", "a"), Some(vec![7.0, 1.0]));
+        // Sessions: panes 0..=3 (0–40m) close 20m after their end; pane 6
+        // (60–70m) starts a new one (20m gap is not < 20m).
+        assert_eq!(
+            v(60 * MIN, "sessions", "a"),
+            Some(vec![10.0, 40.0 * MIN as f64])
+        );
+        assert_eq!(
+            v(90 * MIN, "sessions", "a"),
+            Some(vec![7.0, 10.0 * MIN as f64])
+        );
+        assert_eq!(
+            v(50 * MIN, "sessions", "b"),
+            Some(vec![10.0, 10.0 * MIN as f64])
+        );
+        let session_ends: Vec<i64> = out
+            .iter()
+            .filter(|(_, o)| o.outputs.iter().any(|(j, _)| j == "sessions"))
+            .map(|(e, _)| *e)
+            .collect();
+        assert_eq!(session_ends, vec![50 * MIN, 60 * MIN, 90 * MIN]);
+        // A roll-up of a roll-up: the day from the hours.
+        assert_eq!(v(24 * HOUR, "daily", "a"), Some(vec![17.0, 2.0]));
+        assert_eq!(v(24 * HOUR, "daily", "b"), Some(vec![10.0, 1.0]));
+        // Everything was evicted once no window can need it.
+        assert_eq!(r.held_entries(), 0);
+        let evicted = out
+            .values()
+            .flat_map(|o| &o.records)
+            .filter(|r| r.rows.is_none())
+            .count();
+        let stored = out
+            .values()
+            .flat_map(|o| &o.records)
+            .filter(|r| r.rows.is_some())
+            .count();
+        assert_eq!(evicted, stored);
+    }
+
+    #[tokio::test]
+    async fn a_restore_from_persisted_records_continues_identically() {
+        let whole = run(&mut Rollups::default(), 10 * MIN, 26 * HOUR).await;
+        for cut in [20 * MIN, 40 * MIN, 70 * MIN, 2 * HOUR] {
+            let mut first = Rollups::default();
+            let before = run(&mut first, 10 * MIN, cut).await;
+            // Persist through the bytes the checkpoint topic carries.
+            let records: Vec<RollupRecord> = before
+                .values()
+                .flat_map(|o| o.records.clone())
+                .map(|r| RollupRecord {
+                    rows: r
+                        .rows
+                        .map(|b| decode_rows(&encode_rows(&b).unwrap()).unwrap()),
+                    ..r
+                })
+                .collect();
+            let mut restored = Rollups::restore(records);
+            assert_eq!(restored.held_entries(), first.held_entries());
+            let after = run(&mut restored, cut + 10 * MIN, 26 * HOUR).await;
+            for (end, o) in after {
+                assert_eq!(
+                    values(&o),
+                    values(&whole[&end]),
+                    "cut {cut}, boundary {end}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn held_rows_round_trip_through_ipc() {
+        let b = with_window(&volume(&[("a", 1.0), ("b", 2.5)]), 0, 10 * MIN).unwrap();
+        assert_eq!(decode_rows(&encode_rows(&b).unwrap()).unwrap(), b);
+        assert!(decode_rows(b"not ipc").is_err());
+    }
+}
