@@ -589,6 +589,10 @@ pub struct SimInput<'a> {
 pub struct SimOutput {
     pub scores: Vec<RiskScore>,
     pub metrics: Metrics,
+    /// The most bytes open base windows held at once.
+    pub peak_window_bytes: usize,
+    /// The most bytes roll-ups held at once.
+    pub peak_rollup_bytes: usize,
 }
 
 /// Score `input` as one partition pair with the worker loop on the
@@ -621,11 +625,22 @@ pub async fn score_stream(
         MemAccounts(Arc::new(table)),
     )?;
     let progress = Progress::default();
-    while worker.step(&progress).await? == Step::Continue {}
+    let (mut peak_window_bytes, mut peak_rollup_bytes) = (0, 0);
+    loop {
+        let step = worker.step(&progress).await?;
+        let (w, r) = worker.held_bytes();
+        peak_window_bytes = peak_window_bytes.max(w);
+        peak_rollup_bytes = peak_rollup_bytes.max(r);
+        if step == Step::Done {
+            break;
+        }
+    }
     let metrics = worker.stop().await?;
     Ok(SimOutput {
         scores: broker.outputs().score_records,
         metrics,
+        peak_window_bytes,
+        peak_rollup_bytes,
     })
 }
 

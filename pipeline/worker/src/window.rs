@@ -260,6 +260,15 @@ impl PartitionWindows {
             .sum()
     }
 
+    /// Bytes of the rows open windows hold (Arrow buffers).
+    pub fn buffered_bytes(&self) -> usize {
+        self.panes
+            .values()
+            .flat_map(|p| p.sides.iter().flatten())
+            .map(|b| b.get_array_memory_size())
+            .sum()
+    }
+
     /// Record that everything before `next_offset` on `side` was read
     /// (including messages that were rejected and never became rows).
     pub fn advance_position(&mut self, side: Side, next_offset: i64) {

@@ -242,6 +242,16 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
         &self.state.metrics
     }
 
+    /// Bytes held now: rows of open base windows, and roll-ups' held rows
+    /// (for the memory benchmark).
+    pub fn held_bytes(&self) -> (usize, usize) {
+        let pairs = self.state.pairs.values();
+        (
+            pairs.clone().map(|p| p.windows.buffered_bytes()).sum(),
+            pairs.map(|p| p.rollups.held_bytes()).sum(),
+        )
+    }
+
     pub fn source_mut(&mut self) -> &mut S {
         &mut self.source
     }
