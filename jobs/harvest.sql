@@ -2,11 +2,14 @@
 -- family: output harvesting
 -- description: Signs that outputs are being collected as training data: much
 --   more output than input, single-turn prompts, deterministic sampling,
---   answers cut at max_tokens, several completions per prompt.
+--   answers cut at max_tokens, several completions per prompt. Lateness
+--   40m: an event arriving up to 40 minutes after its window was emitted
+--   (a gateway's delayed log shipping) revises this window's score instead
+--   of going to the DLQ, since output volume is the heart of this signal.
 -- input: events
 -- key: account_id
 -- window: tumble 10m
--- lateness: 0s
+-- lateness: 40m
 SELECT
     account_id,
     sum(coalesce(completion_tokens, 0) + coalesce(reasoning_tokens, 0))

@@ -97,6 +97,8 @@ struct Score {
     event_count: i64,
     response_count: i64,
     reasons: usize,
+    revision: i32,
+    features: usize,
 }
 
 fn decode_score(m: &OwnedMessage, schema: &Schema, id: u32) -> Score {
@@ -135,11 +137,24 @@ fn decode_score(m: &OwnedMessage, schema: &Schema, id: u32) -> Score {
             Value::Array(a) => a.len(),
             other => panic!("reasons: {other:?}"),
         },
+        revision: match &f["revision"] {
+            Value::Int(r) => *r,
+            other => panic!("revision: {other:?}"),
+        },
+        features: match &f["features"] {
+            Value::Array(a) => a.len(),
+            other => panic!("features: {other:?}"),
+        },
     };
     assert_eq!(
         m.key(),
-        Some(score.account.as_bytes()),
-        "scores are keyed by account"
+        Some(format!("{}/{}", score.account, score.window_start).as_bytes()),
+        "scores are keyed by account and window"
+    );
+    assert_eq!(
+        m.partition(),
+        partition_of(score.account.as_bytes(), 4),
+        "scores are partitioned by account"
     );
     score
 }
@@ -194,10 +209,11 @@ async fn labelled_traffic_with_faults_is_counted_scored_once_and_replays_identic
 
     let m = run_worker(&cfg).await.unwrap().metrics;
     assert_eq!(
-        m.rejected_total(),
+        m.rejected_total() + m.late_revising,
         inj.late_events(),
-        "only late events are rejected: {m}"
+        "only late events are rejected (or, within a job's lateness, revise a window): {m}"
     );
+    assert!(m.late_revising > 0 && m.scores_revised > 0, "{m}");
     for (what, injected, counted) in inj.against(&m) {
         assert_eq!(counted, injected, "{what}: {m}\n{inj:?}");
     }
@@ -217,18 +233,26 @@ async fn labelled_traffic_with_faults_is_counted_scored_once_and_replays_identic
         assert_eq!(msg.partition(), partition_of(msg.key().unwrap(), 4));
     }
     let dlq = read_all(&cfg.topics.dlq);
-    assert_eq!(dlq.len() as u64, inj.late_events());
+    assert_eq!(dlq.len() as u64, inj.late_events() - m.late_revising);
 
     let schema = avsc("RiskScore");
     let id = schema_id("RiskScore");
     let live = read_all(&cfg.topics.scores);
     let scores: Vec<Score> = live.iter().map(|m| decode_score(m, &schema, id)).collect();
     assert_eq!(scores.len() as u64, m.scores_emitted);
-    let total_events: i64 = scores.iter().map(|s| s.event_count).sum();
+    let total_events: i64 = scores
+        .iter()
+        .filter(|s| s.revision == 0)
+        .map(|s| s.event_count)
+        .sum();
     assert_eq!(
         total_events as u64,
         inj.requests_scored(),
-        "every scored request is counted in exactly one score"
+        "every scored request is counted in exactly one first score"
+    );
+    assert_eq!(
+        scores.iter().filter(|s| s.revision > 0).count() as u64,
+        m.scores_revised
     );
     for s in &scores {
         assert!((0.0..=1.0).contains(&s.score));
@@ -246,14 +270,14 @@ async fn labelled_traffic_with_faults_is_counted_scored_once_and_replays_identic
         .await
         .unwrap();
     run_worker(&replay).await.unwrap();
-    let windows: BTreeSet<(String, i64)> = scores
+    let windows: BTreeSet<(String, i64, i32)> = scores
         .iter()
-        .map(|s| (s.account.clone(), s.window_start))
+        .map(|s| (s.account.clone(), s.window_start, s.revision))
         .collect();
     assert_eq!(
         windows.len(),
         scores.len(),
-        "one score per account and window"
+        "one score per account, window and revision"
     );
     assert!(
         records(&live) == records(&read_all(&replay.topics.scores)),
@@ -624,9 +648,38 @@ async fn offsets_are_not_committed_ahead_of_delivered_scores() {
     }
 }
 
+/// The shipped jobs with every lateness set to 0: emitted windows are not
+/// kept for revisions, so offsets commit up to the oldest open window.
+fn jobs_without_lateness(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique_name(name));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(repo().join("jobs")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "sql" || e == "toml") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let text: String = text
+                .lines()
+                .map(|l| {
+                    if l.starts_with("-- lateness:") {
+                        "-- lateness: 0s"
+                    } else {
+                        l
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            std::fs::write(dir.join(p.file_name().unwrap()), text).unwrap();
+        }
+    }
+    dir
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_resumes_open_windows_without_re_emitting_closed_ones() {
     let mut cfg = test_config("resume");
+    // Windows not kept after emission: this test pins where the commit is.
+    cfg.jobs.dir = jobs_without_lateness("resume-jobs");
+    cfg.jobs.scoring = cfg.jobs.dir.join("scoring.toml");
     create_topics(&client_config(), &specs(&cfg, true))
         .await
         .unwrap();
@@ -830,4 +883,157 @@ async fn at_least_once_delivery_emits_the_same_records_as_exactly_once() {
             );
         }
     }
+}
+
+/// A request 5 minutes into the first window arrives when the watermark is
+/// near 25 minutes: within the shipped `harvest` job's 40-minute lateness,
+/// so the window's score for that account gets a revision at the boundary
+/// after the watermark (30m). Another, 6 minutes into the first window,
+/// arrives near 55 minutes: beyond it (60m > 10m + 40m), so it goes to the
+/// DLQ as `late_event`. Replayed by a new group, every record is the same,
+/// byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_within_lateness_revises_the_window_and_beyond_goes_to_the_dlq() {
+    let cfg = test_config("late");
+    create_topics(&client_config(), &specs(&cfg, true))
+        .await
+        .unwrap();
+    let producer = traffic_producer();
+    let ev = Events::new();
+    for a in 0..2 {
+        let id = format!("acct-{a}");
+        send(
+            &producer,
+            &cfg.topics.accounts,
+            Some(&id),
+            ev.account(&id),
+            T0,
+        )
+        .await;
+    }
+    // (delivery time, is request, account, request id, event time)
+    let mut writes: Vec<(i64, bool, usize, String, i64)> = Vec::new();
+    for i in 0..70 {
+        for a in 0..2 {
+            let t = T0 + i * MIN + a as i64 * 1_000;
+            writes.push((t, true, a, format!("r-{a}-{i}"), t));
+            writes.push((t + 2_000, false, a, format!("r-{a}-{i}"), t + 2_000));
+        }
+    }
+    let (within, beyond) = (T0 + 5 * MIN + 30_000, T0 + 6 * MIN + 30_000);
+    writes.push((T0 + 25 * MIN, true, 0, "late-within".into(), within));
+    writes.push((
+        T0 + 25 * MIN + 1,
+        false,
+        0,
+        "late-within".into(),
+        within + 2_000,
+    ));
+    writes.push((T0 + 55 * MIN, true, 1, "late-beyond".into(), beyond));
+    writes.sort();
+    for (delivered, is_request, a, rid, t) in &writes {
+        let id = format!("acct-{a}");
+        if *is_request {
+            send(
+                &producer,
+                &cfg.topics.requests,
+                Some(&id),
+                ev.request(rid, &id, *t),
+                *delivered,
+            )
+            .await;
+        } else {
+            send(
+                &producer,
+                &cfg.topics.responses,
+                Some(&id),
+                ev.response(rid, &id, *t),
+                *delivered,
+            )
+            .await;
+        }
+    }
+    let summary = run_worker(&cfg).await.unwrap();
+    let m = &summary.metrics;
+    assert_eq!((m.late_revising, m.scores_revised), (2, 1), "{m}");
+
+    let schema = avsc("RiskScore");
+    let msgs = read_all(&cfg.topics.scores);
+    let first_window: Vec<(Score, Vec<u8>)> = msgs
+        .iter()
+        .map(|m| {
+            (
+                decode_score(m, &schema, schema_id("RiskScore")),
+                m.key().unwrap().to_vec(),
+            )
+        })
+        .filter(|(s, _)| s.window_start == T0)
+        .collect();
+    let of = |account: &str, revision: i32| {
+        first_window
+            .iter()
+            .find(|(s, _)| s.account == account && s.revision == revision)
+            .unwrap_or_else(|| panic!("{account} revision {revision}: {first_window:?}"))
+    };
+    let (original, key0) = of("acct-0", 0);
+    let (revised, key1) = of("acct-0", 1);
+    assert_eq!(original.event_count, 10);
+    assert_eq!(
+        (revised.event_count, revised.response_count),
+        (11, 11),
+        "the revision is complete: the window's requests and the late one"
+    );
+    assert_eq!(
+        revised.features, original.features,
+        "every feature, not a delta"
+    );
+    assert_eq!(
+        key0, key1,
+        "same key: a compacted topic keeps the newest revision"
+    );
+    assert_eq!(
+        first_window.iter().filter(|(s, _)| s.revision > 0).count(),
+        1,
+        "only the account the late event belongs to is revised: {first_window:?}"
+    );
+
+    let dlq = read_all(&cfg.topics.dlq);
+    let late: Vec<String> = dlq
+        .iter()
+        .filter(|m| {
+            m.headers()
+                .and_then(|h| h.iter().find(|h| h.key == "dw.error.kind"))
+                .is_some_and(|h| h.value == Some(&b"late_event"[..]))
+        })
+        .map(|m| {
+            let v = m.payload().unwrap();
+            let req = apache_avro::from_avro_datum(&ev.request, &mut &v[5..], None).unwrap();
+            let Value::Record(f) = req else {
+                panic!("a request is a record")
+            };
+            match &f[0].1 {
+                Value::String(id) => id.clone(),
+                other => panic!("request_id: {other:?}"),
+            }
+        })
+        .collect();
+    assert_eq!(late, vec!["late-beyond".to_string()]);
+
+    // A replay by a new group emits the same records, byte for byte.
+    let mut replay = cfg.clone();
+    replay.kafka.group_id = unique_name("late-replay-group");
+    replay.topics.scores = unique_name("late-replay-scores");
+    replay.topics.dlq = unique_name("late-replay-dlq");
+    replay.topics.checkpoints = unique_name("late-replay-checkpoints");
+    create_topics(
+        &client_config(),
+        &[scores_spec(&replay), TopicSpec::new(&replay.topics.dlq, 1)],
+    )
+    .await
+    .unwrap();
+    run_worker(&replay).await.unwrap();
+    assert_eq!(
+        records(&read_all(&cfg.topics.scores)),
+        records(&read_all(&replay.topics.scores))
+    );
 }

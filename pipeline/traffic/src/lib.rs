@@ -19,7 +19,8 @@ mod campaigns;
 mod dist;
 mod geo;
 mod model;
-pub mod partition;
+/// Kafka's default partitioner; lives with the worker, which partitions its scores by account.
+pub use distill_watch::partition;
 pub mod realism;
 pub mod scenario;
 pub mod truth;

@@ -83,9 +83,9 @@ impl Injected {
     pub fn against(&self, m: &Metrics) -> Vec<(&'static str, u64, u64)> {
         vec![
             (
-                "events after their window closed (DLQ late_event)",
+                "events after their window closed (DLQ late_event, or a revision within lateness)",
                 self.late_events(),
-                m.dlq_count(RejectKind::LateEvent),
+                m.dlq_count(RejectKind::LateEvent) + m.late_revising,
             ),
             ("requests scored", self.requests_scored(), m.requests_scored),
             (

@@ -228,9 +228,13 @@ async fn every_injected_fault_is_counted_by_the_worker_stages() {
     .unwrap();
     let m = &out.metrics;
     assert_eq!(
-        m.rejected_total(),
+        m.rejected_total() + m.late_revising,
         inj.late_events(),
-        "only late events are rejected: {m}"
+        "only late events are rejected (or, within a job's lateness, revise a window): {m}"
+    );
+    assert!(
+        m.late_revising > 0 && m.rejected_total() > 0,
+        "the shipped jobs' lateness takes some late events and not others: {m}"
     );
     for (what, injected, counted) in inj.against(m) {
         assert_eq!(counted, injected, "{what}: {m}\n{inj:?}");
@@ -247,8 +251,20 @@ async fn every_injected_fault_is_counted_by_the_worker_stages() {
         m.out_of_order_requests >= inj.reordered_requests / 2,
         "{m}\n{inj:?}"
     );
-    let scored: i64 = out.scores.iter().map(|s| s.event_count).sum();
+    // First scores of each window; revisions count a window's requests again.
+    let scored: i64 = out
+        .scores
+        .iter()
+        .filter(|s| s.revision == 0)
+        .map(|s| s.event_count)
+        .sum();
     assert_eq!(scored as u64, inj.requests_scored());
+    let revised = out.scores.iter().filter(|s| s.revision > 0).count() as u64;
+    assert_eq!(revised, m.scores_revised, "{m}");
+    assert!(
+        revised > 0,
+        "late events within the lateness revise scores: {m}"
+    );
 }
 
 /// Accounts and requests of every shipped scenario, per population and

@@ -529,9 +529,16 @@ async fn run_rollup_case(job: &Job, detector: &Detector, case: &Case) -> Vec<Str
     let Some(&first) = by_window.keys().next() else {
         return vec!["a roll-up case needs events".into()];
     };
+    // Raw jobs' outputs by window end; each is handed to the roll-ups once
+    // that job's lateness has passed, as the worker does.
+    let mut raw: BTreeMap<i64, Vec<(String, RecordBatch)>> = BTreeMap::new();
+    let settle = match &job.input {
+        JobInput::Job(up) => detector.jobs.settle_ms(up),
+        JobInput::Events => 0,
+    };
+    let last_settle = detector.jobs.max_lateness_ms();
     let mut end = first + base;
     loop {
-        let mut raw = Vec::new();
         if let Some(rows) = by_window.remove(&(end - base)) {
             let sub = Case {
                 window_start: Some(end - base),
@@ -545,6 +552,7 @@ async fn run_rollup_case(job: &Job, detector: &Detector, case: &Case) -> Vec<Str
                 Ok(ctx) => ctx,
                 Err(e) => return vec![e],
             };
+            let mut outs = Vec::new();
             for j in detector
                 .jobs
                 .jobs
@@ -552,20 +560,33 @@ async fn run_rollup_case(job: &Job, detector: &Detector, case: &Case) -> Vec<Str
                 .filter(|j| j.input == JobInput::Events)
             {
                 match run_job(&ctx, j).await {
-                    Ok(out) => raw.push((j.name.clone(), out)),
+                    Ok(out) => outs.push((j.name.clone(), out)),
                     Err(e) => return vec![e.to_string()],
                 }
             }
+            raw.insert(end, outs);
         }
-        match rollups.boundary(&detector.jobs, end, raw).await {
+        let settled = detector
+            .jobs
+            .jobs
+            .iter()
+            .filter(|j| j.input == JobInput::Events)
+            .filter_map(|j| {
+                let at = end - j.lateness_ms;
+                let (_, b) = raw.get(&at)?.iter().find(|(n, _)| *n == j.name)?;
+                Some((j.name.clone(), at, b.clone()))
+            })
+            .collect();
+        match rollups.boundary(&detector.jobs, end, settled).await {
             Ok(out) => {
                 if let Some((_, b)) = out.outputs.into_iter().find(|(n, _)| *n == job.name) {
-                    got.insert(end, b);
+                    got.insert(end - settle, b);
                 }
             }
             Err(e) => return vec![e.to_string()],
         }
-        if by_window.is_empty() && rollups.held_entries() == 0 {
+        raw = raw.split_off(&(end - last_settle + 1));
+        if by_window.is_empty() && raw.is_empty() && rollups.held_entries() == 0 {
             break;
         }
         end += base;

@@ -272,11 +272,11 @@ impl Job {
             Some(l) => parse_duration(l).map_err(err)?.as_millis() as i64,
             None => 0,
         };
-        if lateness_ms != 0 {
-            return Err(err(
-                "lateness > 0 (revised scores) is not supported yet; late events go to the DLQ"
-                    .into(),
-            ));
+        if lateness_ms != 0 && input != JobInput::Events {
+            return Err(err(format!(
+                "lateness {}: a roll-up reads settled values of its input (windows of a job with lateness are read once that lateness has passed), so it declares none",
+                header.get("lateness").map_or("", |s| s.as_str())
+            )));
         }
         let sql: String = text.to_string();
         if !sql.to_ascii_lowercase().contains("select") {
@@ -456,6 +456,35 @@ impl JobSet {
             .map(|j| j.window.horizon_ms())
             .max()
             .unwrap_or(0)
+    }
+
+    /// How long held output rows of `name` are kept after their window's
+    /// end: for the roll-ups that read it (which evaluate it once settled),
+    /// and for revisions of base windows within the lateness, which show
+    /// the roll-up windows that closed with them again.
+    pub fn keep_ms(&self, name: &str) -> i64 {
+        self.horizon_ms(name) + self.settle_ms(name) + self.max_lateness_ms()
+    }
+
+    /// The longest lateness of the jobs over raw events: how long a base
+    /// window's rows are kept after it was emitted, for revisions.
+    pub fn max_lateness_ms(&self) -> i64 {
+        self.jobs.iter().map(|j| j.lateness_ms).max().unwrap_or(0)
+    }
+
+    /// When the output of `name` for a window is final, after the window's
+    /// end: a raw job's lateness; for a roll-up, its input's (roll-ups read
+    /// settled rows, so a window of theirs ending at `T` is emitted at
+    /// boundary `T + settle`).
+    pub fn settle_ms(&self, name: &str) -> i64 {
+        match self.get(name) {
+            Some(Job {
+                input: JobInput::Job(up),
+                ..
+            }) => self.settle_ms(up),
+            Some(j) => j.lateness_ms,
+            None => 0,
+        }
     }
 
     /// Each job's level in the dependency graph (0 = reads raw events),

@@ -15,6 +15,7 @@ pub mod io;
 pub mod jobs;
 pub mod join;
 pub mod metrics;
+pub mod partition;
 pub mod process;
 pub mod rollup;
 pub mod schemas;

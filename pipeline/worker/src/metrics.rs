@@ -24,8 +24,13 @@ pub struct Metrics {
     pub account_versions: u64,
     pub rejected: BTreeMap<RejectKind, u64>,
     pub already_handled: u64,
+    /// Events late for an emitted window but within its lateness: taken
+    /// into a revision of its scores instead of the DLQ.
+    pub late_revising: u64,
     pub windows_closed: u64,
     pub scores_emitted: u64,
+    /// Of `scores_emitted`, revisions of an earlier window's scores.
+    pub scores_revised: u64,
     pub scores_by_level: BTreeMap<&'static str, u64>,
     pub requests_scored: u64,
     pub requests_without_response: u64,
@@ -48,6 +53,7 @@ impl Metrics {
             self.windows_closed += 1;
         }
         self.scores_emitted += r.scores.len() as u64;
+        self.scores_revised += r.revised;
         self.requests_scored += r.requests;
         self.requests_without_response += r.without_response;
         self.events_unknown_account += r.unknown_account;
@@ -112,6 +118,10 @@ impl fmt::Display for Metrics {
                 .collect();
             write!(f, " ({})", r.join(" "))?;
         }
-        write!(f, "; commits={} pauses={}", self.commits, self.pauses)
+        write!(
+            f,
+            "; late within lateness={} (revised scores={}); commits={} pauses={}",
+            self.late_revising, self.scores_revised, self.commits, self.pauses
+        )
     }
 }

@@ -3,7 +3,7 @@
 //! Pure with respect to its inputs (the window's rows, the account table, the
 //! jobs and the model), which is what makes live and replayed scores equal.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use crate::join::{join_window, window_context, JoinError};
 use crate::rollup::{input_schema, RollupRecord, Rollups};
 use crate::schemas::SchemaSet;
 use crate::score::{RiskScore, ScoreError, ScoringModel};
-use crate::window::ClosedWindow;
+use crate::window::{ClosedWindow, PartitionWindows, Revision, Side};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -64,6 +64,8 @@ pub struct WindowResult {
     pub rollup_records: Vec<RollupRecord>,
     /// A boundary without a base window of its own (roll-ups only).
     pub boundary_only: bool,
+    /// Of `scores`, revisions of earlier windows.
+    pub revised: u64,
 }
 
 /// Jobs + scoring model, checked against each other at load time.
@@ -194,12 +196,14 @@ impl Detector {
     }
 
     /// Score the boundary at `end`: the base window ending there (if it
-    /// had events) and every roll-up window closing there.
+    /// had events), the revisions of emitted windows that late rows tagged
+    /// `end` belong to, and every roll-up window closing there.
     pub async fn score_boundary(
         &self,
         w: Option<ClosedWindow>,
         end: i64,
-        rollups: &mut Rollups,
+        windows: &PartitionWindows,
+        state: &mut BoundaryState,
         accounts: &AccountTable,
     ) -> Result<WindowResult, ProcessError> {
         let mut result = WindowResult {
@@ -233,56 +237,260 @@ impl Detector {
             result.duplicate_responses = (own_rows - own_ids.len()) as u64;
             result.duplicates = duplicates;
             result.matched_next = matched_next;
+            result.requests = events.num_rows() as u64;
+            result.unknown_account = unknown;
+            counts = account_counts(&events, &mut result.without_response);
             if events.num_rows() > 0 {
-                let ids = events
-                    .column_by_name("account_id")
-                    .expect("join keeps account_id")
-                    .as_string::<i32>();
-                let has_response = events
-                    .column_by_name("has_response")
-                    .expect("join adds has_response")
-                    .as_boolean();
-                for i in 0..events.num_rows() {
-                    let e = counts.entry(ids.value(i).to_string()).or_default();
-                    e.0 += 1;
-                    if has_response.value(i) && !has_response.is_null(i) {
-                        e.1 += 1;
-                    } else {
-                        result.without_response += 1;
-                    }
-                }
-                result.requests = events.num_rows() as u64;
-                result.unknown_account = unknown;
-                let ctx = window_context();
-                ctx.register_table(
-                    EVENTS_TABLE,
-                    Arc::new(MemTable::try_new(events.schema(), vec![vec![events]])?),
-                )?;
-                for job in self
-                    .jobs
-                    .jobs
-                    .iter()
-                    .filter(|j| j.input == JobInput::Events)
-                {
-                    raw_outputs.push((job.name.clone(), run_job(&ctx, job).await?));
+                raw_outputs = self.run_raw(events, |_| true).await?;
+                if self.jobs.max_lateness_ms() > 0 {
+                    state.raw.insert(end, raw_outputs.clone());
                 }
             }
         }
-        let b = rollups.boundary(&self.jobs, end, raw_outputs).await?;
+        for rev in windows.revisions_at(end) {
+            let mut scores = self.score_revision(rev, state, accounts).await?;
+            result.revised += scores.len() as u64;
+            result.scores.append(&mut scores);
+        }
+        // Outputs of raw jobs whose lateness has passed for a window: final,
+        // for the roll-ups.
+        let mut settled = Vec::new();
+        for job in self
+            .jobs
+            .jobs
+            .iter()
+            .filter(|j| j.input == JobInput::Events)
+        {
+            let window_end = end - job.lateness_ms;
+            let out = if job.lateness_ms == 0 {
+                raw_outputs
+                    .iter()
+                    .find(|(n, _)| *n == job.name)
+                    .map(|(_, b)| b.clone())
+            } else {
+                self.latest_output(job, window_end, end, windows, state, accounts)
+                    .await?
+            };
+            if let Some(b) = out {
+                settled.push((job.name.clone(), window_end, b));
+            }
+        }
+        let b = state.rollups.boundary(&self.jobs, end, settled).await?;
         result.rollup_records = b.records;
-        if b.outputs.is_empty() {
+        let keep_after = end - self.jobs.max_lateness_ms();
+        state.raw = state.raw.split_off(&(keep_after + 1));
+        let mut outputs = raw_outputs;
+        outputs.extend(b.outputs);
+        if outputs.is_empty() {
             return Ok(result);
         }
         let accounts_in_window: Vec<String> = counts.keys().cloned().collect();
-        let features = merge_outputs(&b.outputs, &accounts_in_window)?;
+        let features = merge_outputs(&outputs, &accounts_in_window)?;
         let counts: BTreeMap<&str, (i64, i64)> =
             counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let start = end - self.jobs.window_ms;
-        result.scores = self
+        let mut first = self
             .model
             .score(&features, &counts, start, end, &self.model_version);
+        // First emissions before the revisions of older windows.
+        first.append(&mut result.scores);
+        result.scores = first;
         Ok(result)
     }
+
+    /// Run the jobs over raw events selected by `which` on `events`.
+    async fn run_raw(
+        &self,
+        events: RecordBatch,
+        which: impl Fn(&Job) -> bool,
+    ) -> Result<Vec<(String, RecordBatch)>, ProcessError> {
+        let ctx = window_context();
+        ctx.register_table(
+            EVENTS_TABLE,
+            Arc::new(MemTable::try_new(events.schema(), vec![vec![events]])?),
+        )?;
+        let mut out = Vec::new();
+        for job in self
+            .jobs
+            .jobs
+            .iter()
+            .filter(|j| j.input == JobInput::Events && which(j))
+        {
+            out.push((job.name.clone(), run_job(&ctx, job).await?));
+        }
+        Ok(out)
+    }
+
+    /// Each raw job's output for a revised window: its rows plus the late
+    /// rows within that job's own lateness. Also the per-account counts of
+    /// the window with every late row taken in.
+    async fn revised_outputs(
+        &self,
+        rev: &Revision,
+        accounts: &AccountTable,
+    ) -> Result<(Vec<(String, RecordBatch)>, BTreeMap<String, (i64, i64)>), ProcessError> {
+        // Jobs grouped by how far their lateness lets them see.
+        let mut by_cap: BTreeMap<i64, Vec<&Job>> = BTreeMap::new();
+        for job in self
+            .jobs
+            .jobs
+            .iter()
+            .filter(|j| j.input == JobInput::Events)
+        {
+            by_cap
+                .entry(rev.tag.min(rev.end + job.lateness_ms))
+                .or_default()
+                .push(job);
+        }
+        let mut outputs = Vec::new();
+        let mut counts = BTreeMap::new();
+        let last_cap = by_cap.keys().next_back().copied();
+        for (cap, jobs) in by_cap {
+            let (mut requests, mut responses) = (rev.requests.clone(), rev.responses.clone());
+            for (tag, side, rows) in &rev.late {
+                if *tag <= cap {
+                    match side {
+                        Side::Requests => requests.push(rows.clone()),
+                        Side::Responses => responses.push(rows.clone()),
+                    }
+                }
+            }
+            let (events, _, _) = self
+                .events(requests, responses, accounts, rev.start, rev.end)
+                .await?;
+            if Some(cap) == last_cap {
+                counts = account_counts(&events, &mut 0);
+            }
+            let names: BTreeSet<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+            outputs.extend(
+                self.run_raw(events, |j| names.contains(j.name.as_str()))
+                    .await?,
+            );
+        }
+        // In the jobs' order, as a first emission has them.
+        outputs.sort_by_key(|(n, _)| self.jobs.jobs.iter().position(|j| j.name == *n));
+        Ok((outputs, counts))
+    }
+
+    /// The revised scores of one window: complete records for the accounts
+    /// late rows tagged with this boundary belong to, each with the number
+    /// of boundaries that have revised it so far.
+    async fn score_revision(
+        &self,
+        rev: Revision,
+        state: &mut BoundaryState,
+        accounts: &AccountTable,
+    ) -> Result<Vec<RiskScore>, ProcessError> {
+        let (raw, counts) = self.revised_outputs(&rev, accounts).await?;
+        state.raw.insert(rev.end, raw.clone());
+        // Revisions per account: the distinct boundaries its late rows came in.
+        let mut tags: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+        for (tag, _, rows) in &rev.late {
+            let ids = rows
+                .column_by_name("account_id")
+                .expect("events have account_id")
+                .as_string::<i32>();
+            for id in ids.iter().flatten() {
+                tags.entry(id.to_string()).or_default().insert(*tag);
+            }
+        }
+        let touched: Vec<String> = tags
+            .iter()
+            .filter(|(a, t)| t.contains(&rev.tag) && counts.contains_key(*a))
+            .map(|(a, _)| a.clone())
+            .collect();
+        if touched.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut outputs = raw;
+        outputs.extend(state.rollups.as_of(&self.jobs, rev.end).await?);
+        let features = merge_outputs(&outputs, &touched)?;
+        let keep: arrow::array::BooleanArray = features
+            .column(0)
+            .as_string::<i32>()
+            .iter()
+            .map(|a| Some(a.is_some_and(|a| touched.iter().any(|t| t == a))))
+            .collect();
+        let features = arrow::compute::filter_record_batch(&features, &keep)?;
+        let counts: BTreeMap<&str, (i64, i64)> =
+            counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let mut scores =
+            self.model
+                .score(&features, &counts, rev.start, rev.end, &self.model_version);
+        for s in &mut scores {
+            s.revision = tags.get(&s.account_id).map_or(0, |t| t.len()) as i32;
+        }
+        Ok(scores)
+    }
+
+    /// A raw job's newest output for the window ending at `window_end`, at
+    /// boundary `boundary`: as last computed, or (after a restart) from the
+    /// window's kept rows and its late rows taken in by then.
+    async fn latest_output(
+        &self,
+        job: &Job,
+        window_end: i64,
+        boundary: i64,
+        windows: &PartitionWindows,
+        state: &mut BoundaryState,
+        accounts: &AccountTable,
+    ) -> Result<Option<RecordBatch>, ProcessError> {
+        let outputs = match state.raw.entry(window_end) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let start = window_end - self.jobs.window_ms;
+                if !windows.is_retained(start) {
+                    return Ok(None);
+                }
+                let rev = windows.window_data(start, boundary);
+                e.insert(self.revised_outputs(&rev, accounts).await?.0)
+            }
+        };
+        Ok(outputs
+            .iter()
+            .find(|(n, _)| *n == job.name)
+            .map(|(_, b)| b.clone()))
+    }
+}
+
+/// (requests, joined responses) per account of an `events` table; adds
+/// the requests without a response to `without_response`.
+fn account_counts(
+    events: &RecordBatch,
+    without_response: &mut u64,
+) -> BTreeMap<String, (i64, i64)> {
+    let mut counts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    if events.num_rows() == 0 {
+        return counts;
+    }
+    let ids = events
+        .column_by_name("account_id")
+        .expect("join keeps account_id")
+        .as_string::<i32>();
+    let has_response = events
+        .column_by_name("has_response")
+        .expect("join adds has_response")
+        .as_boolean();
+    for i in 0..events.num_rows() {
+        let e = counts.entry(ids.value(i).to_string()).or_default();
+        e.0 += 1;
+        if has_response.value(i) && !has_response.is_null(i) {
+            e.1 += 1;
+        } else {
+            *without_response += 1;
+        }
+    }
+    counts
+}
+
+/// What a partition pair carries from boundary to boundary besides its
+/// windows: the roll-ups' held rows, and the newest raw-job outputs of
+/// windows still within their lateness.
+#[derive(Debug, Default)]
+pub struct BoundaryState {
+    pub rollups: Rollups,
+    /// By window end.
+    pub raw: BTreeMap<i64, Vec<(String, RecordBatch)>>,
 }
 
 /// A context with `job`'s input table registered, empty: the `events`

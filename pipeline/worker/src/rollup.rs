@@ -174,49 +174,42 @@ impl Rollups {
     pub fn last_needed_boundary(&self, jobs: &JobSet) -> Option<i64> {
         self.held
             .iter()
-            .filter_map(|(job, m)| Some(m.keys().next_back()? + jobs.horizon_ms(job)))
+            .filter_map(|(job, m)| Some(m.keys().next_back()? + jobs.keep_ms(job)))
             .max()
     }
 
-    /// Evaluate boundary `end`. `raw`: the outputs of the jobs over raw
-    /// events for the base window ending at `end` (none when that window
-    /// had no events).
+    /// Evaluate boundary `end`. `settled`: outputs of jobs over raw events
+    /// that became final at this boundary, with the end of their window
+    /// (`end` minus the job's lateness). Returns the roll-up windows that
+    /// close here: those ending at `end` minus their input's settling time.
     pub async fn boundary(
         &mut self,
         jobs: &JobSet,
         end: i64,
-        raw: Vec<(String, RecordBatch)>,
+        settled: Vec<(String, i64, RecordBatch)>,
     ) -> Result<BoundaryOutput, JobError> {
         let mut out = BoundaryOutput::default();
-        let mut raw: BTreeMap<String, RecordBatch> = raw.into_iter().collect();
+        for (job, window_end, rows) in settled {
+            if jobs.is_input(&job) && rows.num_rows() > 0 {
+                let start = window_end - jobs.window_ms;
+                self.hold(&job, start, window_end, &rows, &mut out.records)?;
+            }
+        }
         for job in &jobs.jobs {
-            let produced = match &job.input {
-                JobInput::Events => raw.remove(&job.name).map(|b| (b, end - jobs.window_ms)),
-                JobInput::Job(up) => self.evaluate(job, up, end).await?,
+            let JobInput::Job(up) = &job.input else {
+                continue;
             };
-            let Some((rows, start)) = produced else {
+            let closes = end - jobs.settle_ms(up);
+            let Some((rows, start)) = self.evaluate(job, up, closes).await? else {
                 continue;
             };
             if jobs.is_input(&job.name) && rows.num_rows() > 0 {
-                let held = with_window(&rows, start, end).map_err(|e| JobError::Output {
-                    job: job.name.clone(),
-                    message: e.to_string(),
-                })?;
-                self.held
-                    .entry(job.name.clone())
-                    .or_default()
-                    .insert(end, held.clone());
-                out.records.push(RollupRecord {
-                    job: job.name.clone(),
-                    end,
-                    rows: Some(held),
-                });
+                self.hold(&job.name, start, closes, &rows, &mut out.records)?;
             }
             out.outputs.push((job.name.clone(), rows));
         }
         for (job, by_end) in &mut self.held {
-            let horizon = jobs.horizon_ms(job);
-            let keep = by_end.split_off(&(end - horizon + 1));
+            let keep = by_end.split_off(&(end - jobs.keep_ms(job) + 1));
             for old in std::mem::replace(by_end, keep).into_keys() {
                 out.records.push(RollupRecord {
                     job: job.clone(),
@@ -227,6 +220,52 @@ impl Rollups {
         }
         self.held.retain(|_, m| !m.is_empty());
         Ok(out)
+    }
+
+    /// The roll-up windows that closed at boundary `end`, again (for a
+    /// revision of the base window ending there): the rows they read were
+    /// settled then and are still held.
+    pub async fn as_of(
+        &self,
+        jobs: &JobSet,
+        end: i64,
+    ) -> Result<Vec<(String, RecordBatch)>, JobError> {
+        let mut out = Vec::new();
+        for job in &jobs.jobs {
+            let JobInput::Job(up) = &job.input else {
+                continue;
+            };
+            if let Some((rows, _)) = self.evaluate(job, up, end - jobs.settle_ms(up)).await? {
+                out.push((job.name.clone(), rows));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keep `rows` of `job`'s window `[start, end)` for the roll-ups that
+    /// read it, and record the change.
+    fn hold(
+        &mut self,
+        job: &str,
+        start: i64,
+        end: i64,
+        rows: &RecordBatch,
+        records: &mut Vec<RollupRecord>,
+    ) -> Result<(), JobError> {
+        let held = with_window(rows, start, end).map_err(|e| JobError::Output {
+            job: job.to_string(),
+            message: e.to_string(),
+        })?;
+        self.held
+            .entry(job.to_string())
+            .or_default()
+            .insert(end, held.clone());
+        records.push(RollupRecord {
+            job: job.to_string(),
+            end,
+            rows: Some(held),
+        });
+        Ok(())
     }
 
     /// The job's windows closing at `end`, over the held rows of `up`:
@@ -582,7 +621,7 @@ mod tests {
             let raw = if rows.is_empty() {
                 vec![]
             } else {
-                vec![("volume".to_string(), volume(&rows))]
+                vec![("volume".to_string(), end, volume(&rows))]
             };
             out.insert(end, rollups.boundary(&set, end, raw).await.unwrap());
             end += 10 * MIN;

@@ -469,7 +469,7 @@ impl Sink for MemSink {
         let mut encoded = Vec::with_capacity(cycle.scores.len());
         for s in &cycle.scores {
             encoded.push((
-                s.account_id.as_bytes().to_vec(),
+                crate::sink::score_key(s).into_bytes(),
                 encode_score(s).map_err(crate::sink::SinkError::from)?,
             ));
         }

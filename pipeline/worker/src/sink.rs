@@ -20,6 +20,7 @@ use crate::checkpoint::Checkpoints;
 use crate::config::{Config, Delivery};
 use crate::decode::{RawMessage, Reject, RejectKind};
 use crate::io::{Membership, Opened, Sink, Source};
+use crate::partition::partition_of;
 use crate::rollup::{encode_rows, RollupRecord};
 use crate::schemas::{encode_framed, SchemaSet};
 use crate::score::RiskScore;
@@ -65,6 +66,15 @@ pub enum SinkError {
     Commit(String),
     #[error("encoding held roll-up rows: {0}")]
     Rows(#[from] arrow::error::ArrowError),
+}
+
+/// Kafka key of a score: the account and the window's start (epoch ms),
+/// `<account_id>/<window_start>`, so that a compacted topic keeps the newest
+/// revision of every account's window. Records are partitioned by the
+/// account alone (Kafka's default partitioner on `account_id`), so one
+/// account's scores stay in order in one partition.
+pub fn score_key(s: &RiskScore) -> String {
+    format!("{}/{}", s.account_id, s.window_start)
 }
 
 /// Encode one score as a Confluent-framed `RiskScore`.
@@ -221,6 +231,9 @@ pub struct PairSink {
     partition: i32,
     scores_topic: String,
     dlq_topic: String,
+    /// Partitions of the scores topic, when it exists (else the producer's
+    /// partitioner decides, on a topic the broker creates).
+    scores_partitions: Option<i32>,
     requests_topic: String,
     checkpoints_topic: String,
     checkpoint_partition: i32,
@@ -339,8 +352,22 @@ impl PairSink {
                 .init_transactions(cfg.worker.produce_timeout)
                 .map_err(|source| SinkError::Transaction { partition, source })?;
         }
+        // Every topic's metadata, not the scores topic's: naming it would
+        // make a broker that auto-creates topics create it here.
+        let scores_partitions = producer
+            .client()
+            .fetch_metadata(None, cfg.worker.produce_timeout)
+            .ok()
+            .and_then(|md| {
+                md.topics()
+                    .iter()
+                    .find(|t| t.name() == cfg.topics.scores && t.error().is_none())
+                    .map(|t| t.partitions().len() as i32)
+            })
+            .filter(|n| *n > 0);
         Ok(PairSink {
             producer,
+            scores_partitions,
             transactional,
             partition,
             scores_topic: cfg.topics.scores.clone(),
@@ -408,10 +435,14 @@ impl PairSink {
                 (HEADER_PROCESSED_AT, &processed_at),
                 (HEADER_WORKER, &self.worker),
             ]);
-            let record = FutureRecord::to(&self.scores_topic)
-                .key(s.account_id.as_bytes())
+            let key = score_key(s);
+            let mut record = FutureRecord::to(&self.scores_topic)
+                .key(key.as_str())
                 .payload(payload.as_slice())
                 .headers(headers);
+            if let Some(n) = self.scores_partitions {
+                record = record.partition(partition_of(s.account_id.as_bytes(), n));
+            }
             deliveries.push((&self.scores_topic, self.enqueue(record).await?));
         }
         for d in &cycle.dlq {

@@ -25,7 +25,7 @@
 //! the offset to re-read from and the newest event time before it, so a new
 //! owner's watermark replays exactly as the previous owner's did.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
@@ -67,6 +67,9 @@ pub struct WindowSpec {
     pub size_ms: i64,
     pub out_of_orderness_ms: i64,
     pub max_response_delay_ms: i64,
+    /// How long after its end a window still takes late events (the
+    /// longest lateness of the jobs): they revise its scores.
+    pub lateness_ms: i64,
 }
 
 impl WindowSpec {
@@ -177,6 +180,44 @@ struct Pane {
     matched_by_previous: HashSet<String>,
 }
 
+/// An emitted window kept for revisions: the rows it was first scored
+/// with (its requests; its responses and the next window's that its
+/// requests could join).
+#[derive(Debug, Default)]
+struct Retained {
+    requests: Vec<RecordBatch>,
+    responses: Vec<RecordBatch>,
+    min_offset: [Option<i64>; 2],
+    max_before: [Option<i64>; 2],
+}
+
+/// Rows that arrived after a window was emitted but within its lateness,
+/// each tagged with the boundary whose processing takes it in: the next
+/// boundary after its side's watermark when it was read. Every row tagged
+/// `B` is read before both watermarks pass `B`, so a revision at `B`
+/// holds the same rows however the topics interleave.
+#[derive(Debug, Default)]
+struct LateRows {
+    rows: Vec<(i64, Side, RecordBatch)>,
+    min_offset: [Option<i64>; 2],
+    max_before: [Option<i64>; 2],
+}
+
+/// A new revision of an emitted window, due at boundary `tag`.
+#[derive(Debug)]
+pub struct Revision {
+    pub partition: i32,
+    pub start: i64,
+    pub end: i64,
+    /// The rows the window was first scored with.
+    pub requests: Vec<RecordBatch>,
+    pub responses: Vec<RecordBatch>,
+    /// Late rows taken in at or before `tag`, with the boundary of each.
+    pub late: Vec<(i64, Side, RecordBatch)>,
+    /// The boundary this revision is emitted at.
+    pub tag: i64,
+}
+
 /// A window whose rows are complete.
 #[derive(Debug)]
 pub struct ClosedWindow {
@@ -206,6 +247,9 @@ pub struct Placed {
     /// Rows already handled by a previous owner of the partition.
     pub already_handled: usize,
     pub accepted: usize,
+    /// Of `accepted`, rows late for an emitted window but within its
+    /// lateness: they revise it.
+    pub revising: usize,
     /// Rows older than the newest event time already seen on their side of
     /// the partition (placed normally when within the bound).
     pub out_of_order: usize,
@@ -217,6 +261,10 @@ pub struct PartitionWindows {
     pub partition: i32,
     spec: WindowSpec,
     panes: BTreeMap<i64, Pane>,
+    /// Emitted windows still within their lateness, by start.
+    retained: BTreeMap<i64, Retained>,
+    /// Late rows within lateness, by the start of the window they revise.
+    late: BTreeMap<i64, LateRows>,
     clocks: [Clock; 2],
     /// Every window ending at or before this has been emitted.
     emitted_until: i64,
@@ -228,6 +276,8 @@ impl PartitionWindows {
             partition,
             spec,
             panes: BTreeMap::new(),
+            retained: BTreeMap::new(),
+            late: BTreeMap::new(),
             clocks: [Clock::default(), Clock::default()],
             emitted_until: i64::MIN,
         }
@@ -253,20 +303,34 @@ impl PartitionWindows {
     }
 
     pub fn buffered_rows(&self) -> usize {
+        self.held_batches().map(|b| b.num_rows()).sum()
+    }
+
+    /// Every batch open, retained and late windows hold.
+    fn held_batches(&self) -> impl Iterator<Item = &RecordBatch> {
         self.panes
             .values()
             .flat_map(|p| p.sides.iter().flatten())
-            .map(|b| b.num_rows())
-            .sum()
+            .chain(
+                self.retained
+                    .values()
+                    .flat_map(|r| r.requests.iter().chain(&r.responses)),
+            )
+            .chain(self.late.values().flat_map(|l| l.rows.iter().map(|r| &r.2)))
+    }
+
+    /// Emitted windows kept for revisions, and windows with late rows.
+    pub fn retained_windows(&self) -> usize {
+        self.retained
+            .keys()
+            .chain(self.late.keys())
+            .collect::<BTreeSet<_>>()
+            .len()
     }
 
     /// Bytes of the rows open windows hold (Arrow buffers).
     pub fn buffered_bytes(&self) -> usize {
-        self.panes
-            .values()
-            .flat_map(|p| p.sides.iter().flatten())
-            .map(|b| b.get_array_memory_size())
-            .sum()
+        self.held_batches().map(|b| b.get_array_memory_size()).sum()
     }
 
     /// Record that everything before `next_offset` on `side` was read
@@ -289,6 +353,10 @@ impl PartitionWindows {
 
     /// Place the rows of `batch` (this partition only, in offset order) into
     /// their windows. `batch` must have `event_time`, `_offset` and `_msg`.
+    ///
+    /// A row later than its side's watermark allows goes to the DLQ, unless
+    /// a window it belongs to was emitted less than the lateness ago: then
+    /// it waits, tagged, for that window's next revision.
     pub fn ingest(
         &mut self,
         side: Side,
@@ -306,11 +374,14 @@ impl PartitionWindows {
             .clone();
         let msgs = column(batch, MSG_COL)?.as_primitive::<UInt32Type>().clone();
         let spec = self.spec;
+        let (size, delay, lateness) = (spec.size_ms, spec.max_response_delay_ms, spec.lateness_ms);
         let emitted_until = self.emitted_until;
         let clock = &mut self.clocks[side.idx()];
-        // Rows grouped by window start, in offset order within each window,
-        // with the newest event time before each group's first row.
-        let mut by_window: BTreeMap<i64, (Option<i64>, Vec<u32>)> = BTreeMap::new();
+        // Rows by destination, in offset order within each, with the newest
+        // event time before each group's first row.
+        let mut to_pane: BTreeMap<i64, (Option<i64>, Vec<u32>)> = BTreeMap::new();
+        let mut to_retained: BTreeMap<(i64, bool), (Option<i64>, Vec<u32>)> = BTreeMap::new();
+        let mut to_late: BTreeMap<(i64, i64), (Option<i64>, Vec<u32>)> = BTreeMap::new();
         for row in 0..batch.num_rows() {
             let t = times.value(row);
             let offset = offsets.value(row);
@@ -323,55 +394,148 @@ impl PartitionWindows {
             let wm = clock.watermark(spec.out_of_orderness_ms);
             let max_before = clock.max_event_time;
             let start = spec.start_of(t);
-            let end = start + spec.size_ms;
+            let end = start + size;
             // The earliest window that can need this row (a response can
             // answer a request of the window before its own).
             let needed_end = match side {
                 Side::Requests => end,
-                Side::Responses => spec.start_of(t - spec.max_response_delay_ms) + spec.size_ms,
+                Side::Responses => spec.start_of(t - delay) + size,
             };
             let closes_at = match side {
                 Side::Requests => needed_end,
-                Side::Responses => needed_end + spec.max_response_delay_ms,
+                Side::Responses => needed_end + delay,
             };
             if clock.max_event_time.is_some_and(|m| t < m) {
                 placed.out_of_order += 1;
             }
             clock.max_event_time = Some(clock.max_event_time.map_or(t, |m| m.max(t)));
+            let previously = clock.resumed_read_to.is_some_and(|r| offset < r);
             let late_by_watermark = closes_at <= wm;
-            if clock.resumed_read_to.is_some_and(|r| offset < r) {
-                // Read before: the watermark replays as it was, so the row is
-                // judged as it was then. Late then means it is in the DLQ
-                // already; otherwise it is needed again only if its own window
-                // (the last that can need it) is still open.
-                if late_by_watermark || end <= emitted_until {
-                    placed.already_handled += 1;
-                    continue;
+            // A row read before is judged as it was then (its watermark
+            // replays); a new one is also late for a window already emitted
+            // at the end of input (a flush).
+            let on_time = !late_by_watermark && (previously || needed_end > emitted_until);
+            // Where an on-time row goes: its own window, and for a response
+            // that a request of the window before can answer, that window's
+            // retained rows too when it was emitted already (a re-read).
+            let mut add = |start: i64, own: bool| {
+                let end = start + size;
+                if end > emitted_until {
+                    to_pane
+                        .entry(start)
+                        .or_insert_with(|| (max_before, Vec::new()))
+                        .1
+                        .push(row as u32);
+                    true
+                } else if end + lateness > emitted_until && lateness > 0 {
+                    to_retained
+                        .entry((start, own))
+                        .or_insert_with(|| (max_before, Vec::new()))
+                        .1
+                        .push(row as u32);
+                    true
+                } else {
+                    false
                 }
-            } else if late_by_watermark || needed_end <= emitted_until {
-                // The second test only fires after a flush (end of input):
-                // otherwise a window closes only once this side's watermark
-                // passed it, which makes the first test fire.
-                placed.late.push(msgs.value(row));
-                placed.late_watermark.push(wm);
+            };
+            if on_time {
+                let mut kept = add(start, true);
+                if side == Side::Responses && needed_end == start && start <= emitted_until {
+                    // Re-read: the window before was emitted with it.
+                    kept |= add(start - size, false);
+                }
+                if kept {
+                    placed.accepted += 1;
+                } else {
+                    // Read before, its windows emitted and past their lateness.
+                    placed.already_handled += 1;
+                }
                 continue;
             }
-            by_window
-                .entry(start)
-                .or_insert_with(|| (max_before, Vec::new()))
-                .1
-                .push(row as u32);
-            placed.accepted += 1;
+            // Late for the window that needed it first. Its own window may
+            // still take it (a response late only for the window before).
+            let own_late = match side {
+                Side::Requests => true,
+                Side::Responses => end + delay <= wm,
+            };
+            let mut kept = lateness > 0 && !own_late && add(start, true);
+            // The boundary that takes it in: the next one after its side's
+            // watermark (which the other side cannot have passed yet).
+            let adjusted = match side {
+                Side::Requests => wm,
+                Side::Responses => wm.saturating_sub(delay),
+            };
+            let tag = spec.start_of(adjusted).saturating_add(size);
+            let mut targets = Vec::new();
+            if own_late {
+                targets.push(start);
+            }
+            if side == Side::Responses && needed_end == start {
+                targets.push(start - size);
+            }
+            for x in targets {
+                let x_end = x + size;
+                let open_for_it =
+                    lateness > 0 && tag <= x_end + lateness && x_end + lateness > emitted_until;
+                if open_for_it && (previously || tag > emitted_until) {
+                    to_late
+                        .entry((x, tag))
+                        .or_insert_with(|| (max_before, Vec::new()))
+                        .1
+                        .push(row as u32);
+                    kept = true;
+                }
+            }
+            if kept {
+                placed.accepted += 1;
+                if !previously {
+                    placed.revising += 1;
+                }
+            } else if previously {
+                // Late then too: it is in the DLQ already.
+                placed.already_handled += 1;
+            } else {
+                placed.late.push(msgs.value(row));
+                placed.late_watermark.push(wm);
+            }
         }
-        for (start, (max_before, rows)) in by_window {
+        let take = |rows: Vec<u32>| -> Result<(i64, RecordBatch), arrow::error::ArrowError> {
             let first_offset = offsets.value(rows[0] as usize);
-            let idx = UInt32Array::from(rows);
-            let taken = take_record_batch(batch, &idx)?;
+            Ok((
+                first_offset,
+                take_record_batch(batch, &UInt32Array::from(rows))?,
+            ))
+        };
+        let i = side.idx();
+        for (start, (max_before, rows)) in to_pane {
+            let (first_offset, taken) = take(rows)?;
             let pane = self.panes.entry(start).or_default();
-            pane.sides[side.idx()].push(taken);
-            if pane.min_offset[side.idx()].is_none() {
-                pane.min_offset[side.idx()] = Some(first_offset);
-                pane.max_before[side.idx()] = max_before;
+            pane.sides[i].push(taken);
+            if pane.min_offset[i].is_none() {
+                pane.min_offset[i] = Some(first_offset);
+                pane.max_before[i] = max_before;
+            }
+        }
+        for ((start, own), (max_before, rows)) in to_retained {
+            let (first_offset, taken) = take(rows)?;
+            let r = self.retained.entry(start).or_default();
+            match side {
+                Side::Requests => r.requests.push(taken),
+                Side::Responses => r.responses.push(taken),
+            }
+            // The next window's responses are held by that window.
+            if own && r.min_offset[i].is_none() {
+                r.min_offset[i] = Some(first_offset);
+                r.max_before[i] = max_before;
+            }
+        }
+        for ((start, tag), (max_before, rows)) in to_late {
+            let (first_offset, taken) = take(rows)?;
+            let l = self.late.entry(start).or_default();
+            l.rows.push((tag, side, taken));
+            if l.min_offset[i].is_none() {
+                l.min_offset[i] = Some(first_offset);
+                l.max_before[i] = max_before;
             }
         }
         Ok(placed)
@@ -406,6 +570,17 @@ impl PartitionWindows {
             }
         }
         self.emitted_until = self.emitted_until.max(start + size);
+        if self.spec.lateness_ms > 0 {
+            self.retained.insert(
+                start,
+                Retained {
+                    requests: requests.clone(),
+                    responses: responses.clone(),
+                    min_offset: pane.min_offset,
+                    max_before: pane.max_before,
+                },
+            );
+        }
         Some(ClosedWindow {
             partition: self.partition,
             start,
@@ -415,6 +590,59 @@ impl PartitionWindows {
             own_responses,
             matched_by_previous: pane.matched_by_previous,
         })
+    }
+
+    /// The revisions due at boundary `tag`: every emitted window that late
+    /// rows tagged `tag` belong to, with its first rows and every late row
+    /// up to `tag`. Oldest window first.
+    pub fn revisions_at(&self, tag: i64) -> Vec<Revision> {
+        self.late
+            .iter()
+            .filter(|(_, l)| l.rows.iter().any(|r| r.0 == tag))
+            .map(|(&start, _)| self.window_data(start, tag))
+            .collect()
+    }
+
+    /// An emitted window's rows with its late rows tagged up to `tag`.
+    pub fn window_data(&self, start: i64, tag: i64) -> Revision {
+        let (requests, responses) = self
+            .retained
+            .get(&start)
+            .map(|r| (r.requests.clone(), r.responses.clone()))
+            .unwrap_or_default();
+        let late = self
+            .late
+            .get(&start)
+            .map(|l| l.rows.iter().filter(|r| r.0 <= tag).cloned().collect())
+            .unwrap_or_default();
+        Revision {
+            partition: self.partition,
+            start,
+            end: start + self.spec.size_ms,
+            requests,
+            responses,
+            late,
+            tag,
+        }
+    }
+
+    /// Whether the window starting at `start` was emitted and is kept for
+    /// revisions (it had rows, or late rows came for it).
+    pub fn is_retained(&self, start: i64) -> bool {
+        self.retained.contains_key(&start) || self.late.contains_key(&start)
+    }
+
+    /// Forget windows whose lateness has passed at boundary `boundary`.
+    pub fn expire(&mut self, boundary: i64) {
+        let keep_after = boundary - self.spec.size_ms - self.spec.lateness_ms;
+        self.retained = self.retained.split_off(&(keep_after + 1));
+        self.late = self.late.split_off(&(keep_after + 1));
+    }
+
+    /// The last boundary a kept window can still be revised at.
+    pub fn last_revision_boundary(&self) -> Option<i64> {
+        let last = self.retained.keys().chain(self.late.keys()).max()?;
+        Some(last + self.spec.size_ms + self.spec.lateness_ms)
     }
 
     /// At the end of input, once every window is closed: the boundary
@@ -472,7 +700,18 @@ impl PartitionWindows {
         let i = side.idx();
         self.panes
             .values()
-            .filter_map(|p| Some((p.min_offset[i]?, p.max_before[i])))
+            .map(|p| (p.min_offset[i], p.max_before[i]))
+            .chain(
+                self.retained
+                    .values()
+                    .map(|r| (r.min_offset[i], r.max_before[i])),
+            )
+            .chain(
+                self.late
+                    .values()
+                    .map(|l| (l.min_offset[i], l.max_before[i])),
+            )
+            .filter_map(|(o, m)| Some((o?, m)))
             .min_by_key(|(o, _)| *o)
             .or_else(|| {
                 // A side that read nothing yet since a resume stays where
@@ -551,6 +790,7 @@ mod tests {
             size_ms: 10 * MIN,
             out_of_orderness_ms: 30_000,
             max_response_delay_ms: 2 * MIN,
+            lateness_ms: 0,
         }
     }
 
@@ -1016,5 +1256,170 @@ mod tests {
             .unwrap();
         assert_eq!(pw.close_ready(true).len(), 2);
         assert_eq!(pw.open_windows(), 0);
+    }
+
+    fn spec_late() -> WindowSpec {
+        WindowSpec {
+            lateness_ms: 20 * MIN,
+            ..spec()
+        }
+    }
+
+    /// Ingest `rows` of `side` and mark them read.
+    fn feed(pw: &mut PartitionWindows, side: Side, rows: &[(i64, i64)]) -> Placed {
+        let placed = pw.ingest(side, &batch(rows)).unwrap();
+        pw.advance_position(side, rows.iter().map(|r| r.1).max().unwrap() + 1);
+        placed
+    }
+
+    /// Close what is ready and mark the boundaries processed, as the worker
+    /// loop does (revisions are collected before each boundary's expiry).
+    fn process(pw: &mut PartitionWindows, until: i64) -> Vec<Revision> {
+        let mut revisions = Vec::new();
+        let mut b = pw.emitted_until().max(0) + 10 * MIN;
+        while b <= until {
+            if pw.first_pane_end() == Some(b) {
+                pw.close_next(false).unwrap();
+            }
+            revisions.extend(pw.revisions_at(b));
+            pw.advance_emitted(b);
+            pw.expire(b);
+            b += 10 * MIN;
+        }
+        revisions
+    }
+
+    /// A revision's window start, boundary and late rows (tag, rows).
+    type Shape = (i64, i64, Vec<(i64, usize)>);
+
+    fn late_rows(r: &Revision) -> Vec<(i64, usize)> {
+        r.late
+            .iter()
+            .map(|(tag, _, b)| (*tag, b.num_rows()))
+            .collect()
+    }
+
+    #[test]
+    fn late_within_lateness_revises_and_beyond_goes_to_the_dlq() {
+        let mut pw = PartitionWindows::new(0, spec_late());
+        feed(&mut pw, Side::Requests, &[(MIN, 0), (12 * MIN, 1)]);
+        feed(
+            &mut pw,
+            Side::Responses,
+            &[(MIN + 1_000, 0), (14 * MIN + 31_000, 1)],
+        );
+        assert!(process(&mut pw, 10 * MIN).is_empty());
+        assert_eq!(pw.emitted_until(), 10 * MIN);
+        // 5m, read at a request watermark of 11m30s: late for [0, 10m),
+        // taken in at the next boundary, 20m, within 10m + 20m.
+        let p = feed(&mut pw, Side::Requests, &[(5 * MIN, 2)]);
+        assert_eq!((p.revising, p.accepted, p.late.len()), (1, 1, 0));
+        // Exactly at the end of the lateness: the boundary 30m is the last
+        // that may revise [0, 10m).
+        feed(&mut pw, Side::Requests, &[(21 * MIN, 3)]);
+        feed(&mut pw, Side::Responses, &[(23 * MIN, 2)]);
+        let p = feed(&mut pw, Side::Requests, &[(6 * MIN, 4)]);
+        assert_eq!(p.revising, 1, "tag 30m = end + lateness: still taken");
+        let revisions = process(&mut pw, 20 * MIN);
+        assert_eq!(revisions.len(), 1);
+        assert_eq!((revisions[0].start, revisions[0].tag), (0, 20 * MIN));
+        assert_eq!(late_rows(&revisions[0]), vec![(20 * MIN, 1)]);
+        assert_eq!(
+            revisions[0]
+                .requests
+                .iter()
+                .map(|b| b.num_rows())
+                .sum::<usize>(),
+            1
+        );
+        // One more boundary: beyond it nothing may revise [0, 10m) any more.
+        feed(&mut pw, Side::Requests, &[(31 * MIN, 5)]);
+        feed(&mut pw, Side::Responses, &[(33 * MIN, 3)]);
+        let revisions = process(&mut pw, 30 * MIN);
+        assert_eq!(revisions.len(), 1);
+        assert_eq!(late_rows(&revisions[0]), vec![(20 * MIN, 1), (30 * MIN, 1)]);
+        let p = feed(&mut pw, Side::Requests, &[(7 * MIN, 6)]);
+        assert_eq!(
+            (p.revising, p.late),
+            (0, vec![6]),
+            "tag 40m > 10m + 20m: DLQ"
+        );
+        assert!(!pw.is_retained(0), "expired once its lateness passed");
+    }
+
+    #[test]
+    fn a_new_owner_keeps_the_late_rows_of_revisions_already_emitted() {
+        let run = |pw: &mut PartitionWindows, from: [i64; 2]| -> Vec<Revision> {
+            let req = [
+                (MIN, 0),
+                (12 * MIN, 1),
+                (5 * MIN, 2),
+                (22 * MIN, 3),
+                (8 * MIN, 4),
+                (33 * MIN, 5),
+            ];
+            let resp = [
+                (MIN + 1_000, 0),
+                (14 * MIN + 31_000, 1),
+                (24 * MIN + 31_000, 2),
+                (34 * MIN + 31_000, 3),
+            ];
+            let mut revisions = Vec::new();
+            // Interleaved as the windows need: each boundary's rows first.
+            for (r, q) in [(0..2, 0..2), (2..4, 2..3), (4..6, 3..4)] {
+                let reqs: Vec<_> = req[r].iter().filter(|x| x.1 >= from[0]).copied().collect();
+                let resps: Vec<_> = resp[q].iter().filter(|x| x.1 >= from[1]).copied().collect();
+                if !reqs.is_empty() {
+                    feed(pw, Side::Requests, &reqs);
+                }
+                if !resps.is_empty() {
+                    feed(pw, Side::Responses, &resps);
+                }
+                let until = pw.closable_until().unwrap_or(i64::MIN);
+                revisions.extend(process(pw, until));
+            }
+            revisions
+        };
+        let mut whole = PartitionWindows::new(0, spec_late());
+        let reference: Vec<Shape> = run(&mut whole, [0, 0])
+            .iter()
+            .map(|r| (r.start, r.tag, late_rows(r)))
+            .collect();
+        assert_eq!(
+            reference,
+            vec![
+                (0, 20 * MIN, vec![(20 * MIN, 1)]),
+                (0, 30 * MIN, vec![(20 * MIN, 1), (30 * MIN, 1)])
+            ]
+        );
+        // Stopped after the first revision: a new owner resumes from the
+        // checkpoints and emits the second with both late rows.
+        let mut first = PartitionWindows::new(0, spec_late());
+        let req = [(MIN, 0), (12 * MIN, 1), (5 * MIN, 2), (22 * MIN, 3)];
+        feed(&mut first, Side::Requests, &req[..2]);
+        feed(
+            &mut first,
+            Side::Responses,
+            &[(MIN + 1_000, 0), (14 * MIN + 31_000, 1)],
+        );
+        process(&mut first, 10 * MIN);
+        feed(&mut first, Side::Requests, &req[2..]);
+        feed(&mut first, Side::Responses, &[(24 * MIN + 31_000, 2)]);
+        assert_eq!(process(&mut first, 20 * MIN).len(), 1);
+        let cps = Side::BOTH.map(|s| first.checkpoint(s).unwrap());
+        assert_eq!(
+            cps[0].offset,
+            Some(0),
+            "late rows and their window hold the offsets back"
+        );
+        let mut next = PartitionWindows::new(0, spec_late());
+        for (side, cp) in Side::BOTH.into_iter().zip(cps) {
+            next.resume(side, cp);
+        }
+        let resumed: Vec<Shape> = run(&mut next, [0, 0])
+            .iter()
+            .map(|r| (r.start, r.tag, late_rows(r)))
+            .collect();
+        assert_eq!(resumed, reference[1..]);
     }
 }

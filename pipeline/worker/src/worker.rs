@@ -25,7 +25,7 @@ use crate::config::{Config, Delivery};
 use crate::decode::{RawMessage, RecordDecoder, Reject, RejectKind, PARTITION_COL};
 use crate::io::{Accounts, Sink, Source};
 use crate::metrics::Metrics;
-use crate::process::{Detector, ProcessError};
+use crate::process::{BoundaryState, Detector, ProcessError};
 use crate::rollup::Rollups;
 use crate::schemas::SchemaSet;
 use crate::sink::{Cycle, DlqRecord, KafkaSink, SinkError};
@@ -198,6 +198,7 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
         let max = cfg.worker.batch_max_messages;
         let spec = WindowSpec {
             size_ms: detector.jobs.window_ms,
+            lateness_ms: detector.jobs.max_lateness_ms(),
             out_of_orderness_ms: cfg.window.out_of_orderness.as_millis() as i64,
             max_response_delay_ms: detector.max_response_delay_ms,
         };
@@ -248,7 +249,7 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
         let pairs = self.state.pairs.values();
         (
             pairs.clone().map(|p| p.windows.buffered_bytes()).sum(),
-            pairs.map(|p| p.rollups.held_bytes()).sum(),
+            pairs.map(|p| p.boundary.rollups.held_bytes()).sum(),
         )
     }
 
@@ -345,7 +346,11 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
                 state.metrics
             );
         }
-        if !flush || state.open_windows() > 0 || state.rollups_held() > 0 {
+        if !flush
+            || state.open_windows() > 0
+            || state.rollups_held() > 0
+            || state.retained_windows() > 0
+        {
             return Ok(Step::Continue);
         }
         let done_at = *self.own_done_at.get_or_insert_with(|| {
@@ -399,8 +404,9 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
 /// decided to emit but not yet committed.
 struct Pair<P> {
     windows: PartitionWindows,
-    /// Output rows that roll-ups read, held across base windows.
-    rollups: Rollups,
+    /// Roll-ups' held rows and the newest outputs of windows within their
+    /// lateness, carried from boundary to boundary.
+    boundary: BoundaryState,
     sink: P,
     pending: Cycle,
     /// When the oldest uncommitted DLQ record was decided.
@@ -520,11 +526,25 @@ impl<P> State<P> {
     /// Held roll-up entries: at the end of input, boundaries are processed
     /// until none is left.
     fn rollups_held(&self) -> usize {
-        self.pairs.values().map(|t| t.rollups.held_entries()).sum()
+        self.pairs
+            .values()
+            .map(|t| t.boundary.rollups.held_entries())
+            .sum()
+    }
+
+    /// Emitted windows still within their lateness.
+    fn retained_windows(&self) -> usize {
+        self.pairs
+            .values()
+            .map(|t| t.windows.retained_windows())
+            .sum()
     }
 
     fn rollup_rows(&self) -> usize {
-        self.pairs.values().map(|t| t.rollups.held_rows()).sum()
+        self.pairs
+            .values()
+            .map(|t| t.boundary.rollups.held_rows())
+            .sum()
     }
 
     fn buffered_rows(&self) -> usize {
@@ -579,6 +599,7 @@ impl<P> State<P> {
             };
             let placed = pair.windows.ingest(side, &rows)?;
             self.metrics.already_handled += placed.already_handled as u64;
+            self.metrics.late_revising += placed.revising as u64;
             match side {
                 Side::Requests => self.metrics.out_of_order_requests += placed.out_of_order as u64,
                 Side::Responses => {
@@ -675,7 +696,10 @@ impl<P> State<P> {
                         p,
                         Pair {
                             windows,
-                            rollups,
+                            boundary: BoundaryState {
+                                rollups,
+                                ..Default::default()
+                            },
                             sink: opened.pair,
                             pending: Cycle::default(),
                             dlq_since: None,
@@ -738,7 +762,8 @@ impl<P> State<P> {
                 let limit = if flush {
                     windows
                         .flush_until()
-                        .max(pair.rollups.last_needed_boundary(&detector.jobs))
+                        .max(pair.boundary.rollups.last_needed_boundary(&detector.jobs))
+                        .max(windows.last_revision_boundary())
                 } else {
                     windows.closable_until()
                 };
@@ -747,7 +772,9 @@ impl<P> State<P> {
                     .filter(|e| pane_end.is_none_or(|pe| *e < pe));
                 let (window, end) = match (empty, limit) {
                     (Some(e), Some(l)) if e <= l => {
-                        if pair.rollups.held_entries() == 0 {
+                        if pair.boundary.rollups.held_entries() == 0
+                            && windows.retained_windows() == 0
+                        {
                             // Nothing to evaluate before the next base
                             // window, or as far as the watermarks allow.
                             windows.advance_emitted(pane_end.map_or(l, |pe| (pe - base).min(l)));
@@ -767,9 +794,16 @@ impl<P> State<P> {
                 closed += 1;
                 let partition = windows.partition;
                 let mut result = detector
-                    .score_boundary(window, end, &mut pair.rollups, &accounts.snapshot())
+                    .score_boundary(
+                        window,
+                        end,
+                        windows,
+                        &mut pair.boundary,
+                        &accounts.snapshot(),
+                    )
                     .await?;
                 windows.advance_emitted(end);
+                windows.expire(end);
                 windows.note_matched(end, std::mem::take(&mut result.matched_next));
                 self.metrics.count_window(&result);
                 tracing::debug!(
@@ -810,7 +844,7 @@ impl<P> State<P> {
                     pair.windows.commit_offset(side),
                     pair.windows.checkpoint(side),
                 ) {
-                    resume.rollups = pair.rollups.held_entries() as u64;
+                    resume.rollups = pair.boundary.rollups.held_entries() as u64;
                     offsets.push((tp, offset));
                     cycle
                         .checkpoints

@@ -41,8 +41,9 @@ struct Input {
     cfg: Config,
 }
 
-/// The shipped jobs and model, or (`light`) only the volume job and three
-/// small roll-ups of it (one per window kind) with a one-rule model: the
+/// The shipped jobs and model, or (`light`) only the volume job (with a
+/// lateness) and three small roll-ups of it (one per window kind) with a
+/// one-rule model: the
 /// loop does not care what the jobs compute, and a window of one raw job
 /// scores several times faster, so most seeds use it.
 fn detector(light: bool) -> &'static Detector {
@@ -60,7 +61,14 @@ fn detector(light: bool) -> &'static Detector {
     LIGHT.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("dw-sim-jobs-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::copy(root.join("jobs/volume.sql"), dir.join("volume.sql")).unwrap();
+        // With a lateness, so that late events revise windows (the roll-ups
+        // then read its windows once settled).
+        let volume = std::fs::read_to_string(root.join("jobs/volume.sql")).unwrap();
+        std::fs::write(
+            dir.join("volume.sql"),
+            volume.replace("-- lateness: 0s", "-- lateness: 40m"),
+        )
+        .unwrap();
         // Roll-ups of every window kind: their held rows must survive every
         // crash and takeover too.
         for (name, window, sql) in [
@@ -150,10 +158,14 @@ fn inputs() -> &'static Vec<(Input, Outcome)> {
             .map(|n| {
                 // One input in four is scored with the shipped jobs.
                 let i = input(n, n != 0);
-                let (reference, pauses) = simulate_counting(&i, n, None);
+                let (reference, pauses, revisions) = simulate_counting(&i, n, None);
                 assert!(
                     pauses > 0,
                     "input {n}: the memory budget never paused a partition"
+                );
+                assert!(
+                    revisions > 0,
+                    "input {n}: no late event within a job's lateness revised a window"
                 );
                 assert!(
                     reference.scores.len() > 20 && !reference.dlq.is_empty(),
@@ -194,7 +206,7 @@ fn simulate_counting(
     input: &Input,
     poll_seed: u64,
     faults: Option<(u64, &mut Vec<String>)>,
-) -> (Outcome, u64) {
+) -> (Outcome, u64, usize) {
     let detector = detector(input.light);
     runtime().block_on(async {
         let broker = MemBroker::new(PARTITIONS, ["requests", "responses"], poll_seed);
@@ -336,11 +348,12 @@ fn simulate_counting(
             }
         }
         let out = broker.outputs();
+        let revisions = out.score_records.iter().filter(|s| s.revision > 0).count();
         let mut scores = out.scores;
         scores.sort();
         let mut dlq = out.dlq;
         dlq.sort();
-        (Outcome { scores, dlq }, pauses)
+        (Outcome { scores, dlq }, pauses, revisions)
     })
 }
 

@@ -2,7 +2,9 @@
 //! (murmur2 of the key bytes, made positive, modulo the partition count), the
 //! one the Java client uses and librdkafka's `murmur2_random` reproduces for
 //! keyed records. The generator writes with that partitioner, so tests can
-//! tell from the generated stream alone what each partition receives.
+//! tell from the generated stream alone what each partition receives; the
+//! worker puts each score in its account's partition this way, though the
+//! key also names the window.
 
 /// Kafka's `Utils.murmur2`.
 pub fn murmur2(data: &[u8]) -> i32 {
