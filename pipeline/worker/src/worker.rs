@@ -754,9 +754,10 @@ impl<P> State<P> {
             {
                 let windows = &mut pair.windows;
                 // Boundaries are processed in order, each once: the base
-                // window ending there (if it had rows) and every roll-up
-                // window closing there. Boundaries without a base window
-                // matter only while roll-ups hold rows.
+                // window ending there (if it had rows), the revisions due
+                // there and every roll-up window closing there. Boundaries
+                // without a base window matter only while roll-ups hold rows
+                // or emitted windows are kept for revisions.
                 let processed = windows.emitted_until();
                 let pane_end = windows.first_pane_end();
                 let limit = if flush {
