@@ -890,8 +890,9 @@ async fn at_least_once_delivery_emits_the_same_records_as_exactly_once() {
 /// so the window's score for that account gets a revision at the boundary
 /// after the watermark (30m). Another, 6 minutes into the first window,
 /// arrives near 55 minutes: beyond it (60m > 10m + 40m), so it goes to the
-/// DLQ as `late_event`. Replayed by a new group, every record is the same,
-/// byte for byte.
+/// DLQ as `late_event`. A third, of an account with nothing else in the
+/// window, gives that account its first record there (revision 0).
+/// Replayed by a new group, every record is the same, byte for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_within_lateness_revises_the_window_and_beyond_goes_to_the_dlq() {
     let cfg = test_config("late");
@@ -921,6 +922,18 @@ async fn late_within_lateness_revises_the_window_and_beyond_goes_to_the_dlq() {
         }
     }
     let (within, beyond) = (T0 + 5 * MIN + 30_000, T0 + 6 * MIN + 30_000);
+    // Account 2 shares account 0's partition (watermarks are per partition).
+    let newcomer = (0..)
+        .map(|i| format!("acct-new-{i}"))
+        .find(|a| partition_of(a.as_bytes(), 4) == partition_of(b"acct-0", 4))
+        .unwrap();
+    let account = |a: usize| {
+        if a == 2 {
+            newcomer.clone()
+        } else {
+            format!("acct-{a}")
+        }
+    };
     writes.push((T0 + 25 * MIN, true, 0, "late-within".into(), within));
     writes.push((
         T0 + 25 * MIN + 1,
@@ -930,9 +943,13 @@ async fn late_within_lateness_revises_the_window_and_beyond_goes_to_the_dlq() {
         within + 2_000,
     ));
     writes.push((T0 + 55 * MIN, true, 1, "late-beyond".into(), beyond));
+    // An account with no other event in the window: its first record for
+    // the window comes from the revision, as revision 0.
+    // In acct-0's partition, whose watermark makes it late.
+    writes.push((T0 + 25 * MIN + 2, true, 2, "late-new".into(), T0 + 4 * MIN));
     writes.sort();
     for (delivered, is_request, a, rid, t) in &writes {
-        let id = format!("acct-{a}");
+        let id = account(*a);
         if *is_request {
             send(
                 &producer,
@@ -955,7 +972,7 @@ async fn late_within_lateness_revises_the_window_and_beyond_goes_to_the_dlq() {
     }
     let summary = run_worker(&cfg).await.unwrap();
     let m = &summary.metrics;
-    assert_eq!((m.late_revising, m.scores_revised), (2, 1), "{m}");
+    assert_eq!((m.late_revising, m.scores_revised), (3, 2), "{m}");
 
     let schema = avsc("RiskScore");
     let msgs = read_all(&cfg.topics.scores);
@@ -996,6 +1013,8 @@ async fn late_within_lateness_revises_the_window_and_beyond_goes_to_the_dlq() {
         1,
         "only the account the late event belongs to is revised: {first_window:?}"
     );
+    let (new, _) = of(&newcomer, 0);
+    assert_eq!(new.event_count, 1, "first scored by the revision");
 
     let dlq = read_all(&cfg.topics.dlq);
     let late: Vec<String> = dlq

@@ -402,8 +402,17 @@ impl Detector {
         if touched.is_empty() {
             return Ok(Vec::new());
         }
+        // Accounts the window's first emission scored: its requests' and
+        // those of the roll-up windows that closed with it.
+        let rollups = state.rollups.as_of(&self.jobs, rev.end).await?;
+        let mut first: BTreeSet<String> = BTreeSet::new();
+        for b in rev.requests.iter().chain(rollups.iter().map(|(_, b)| b)) {
+            if let Some(ids) = b.column_by_name("account_id") {
+                first.extend(ids.as_string::<i32>().iter().flatten().map(str::to_string));
+            }
+        }
         let mut outputs = raw;
-        outputs.extend(state.rollups.as_of(&self.jobs, rev.end).await?);
+        outputs.extend(rollups);
         let features = merge_outputs(&outputs, &touched)?;
         let keep: arrow::array::BooleanArray = features
             .column(0)
@@ -418,7 +427,11 @@ impl Detector {
             self.model
                 .score(&features, &counts, rev.start, rev.end, &self.model_version);
         for s in &mut scores {
-            s.revision = tags.get(&s.account_id).map_or(0, |t| t.len()) as i32;
+            // An account the first emission did not score gets its first
+            // record (revision 0) from its first late event.
+            let revisions = tags.get(&s.account_id).map_or(0, |t| t.len());
+            let unscored = usize::from(!first.contains(&s.account_id));
+            s.revision = revisions.saturating_sub(unscored) as i32;
         }
         Ok(scores)
     }
