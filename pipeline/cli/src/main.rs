@@ -127,13 +127,13 @@ async fn jobs(cfg: &Config, action: &JobsAction) -> Result<()> {
         JobsAction::Validate => {
             let d = load_jobs(cfg).await?;
             println!(
-                "{:<3} {:<12} {:<20} {:<24} {:<12} file",
+                "{:<3} {:<16} {:<20} {:<24} {:<12} file",
                 "", "job", "input", "window", "lateness"
             );
             for (level, j) in d.jobs.levels() {
                 let name = format!("{}{}", "  ".repeat(level), j.name);
                 println!(
-                    "ok  {:<12} {:<20} {:<24} {:<12} {}",
+                    "ok  {:<16} {:<20} {:<24} {:<12} {}",
                     name,
                     j.input.to_string(),
                     j.window.to_string(),
