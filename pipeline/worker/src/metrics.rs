@@ -29,7 +29,8 @@ pub struct Metrics {
     pub late_revising: u64,
     pub windows_closed: u64,
     pub scores_emitted: u64,
-    /// Of `scores_emitted`, revisions of an earlier window's scores.
+    /// Of `scores_emitted`, revisions (revision > 0) of an earlier window's
+    /// scores.
     pub scores_revised: u64,
     pub scores_by_level: BTreeMap<&'static str, u64>,
     pub requests_scored: u64,

@@ -64,7 +64,7 @@ pub struct WindowResult {
     pub rollup_records: Vec<RollupRecord>,
     /// A boundary without a base window of its own (roll-ups only).
     pub boundary_only: bool,
-    /// Of `scores`, revisions of earlier windows.
+    /// Of `scores`, revisions (revision > 0) of earlier windows.
     pub revised: u64,
 }
 
@@ -249,7 +249,7 @@ impl Detector {
         }
         for rev in windows.revisions_at(end) {
             let mut scores = self.score_revision(rev, state, accounts).await?;
-            result.revised += scores.len() as u64;
+            result.revised += scores.iter().filter(|s| s.revision > 0).count() as u64;
             result.scores.append(&mut scores);
         }
         // Outputs of raw jobs whose lateness has passed for a window: final,
