@@ -17,6 +17,13 @@
 //! closes at `E`. The result depends only on the held rows, which depend only
 //! on the input events, so roll-ups are as deterministic as the base windows.
 //!
+//! Settled values: a raw job with a lateness `L` hands its window ending at
+//! `T` to the roll-ups at boundary `T + L`, once no revision can change it,
+//! and a roll-up of it evaluates its windows ending at `E − L` at boundary
+//! `E`. Held rows are kept `L` longer too, so that a revision of a base
+//! window can show again the roll-up windows that closed with it
+//! ([`Rollups::as_of`]).
+//!
 //! Sessions: per key, input rows less than `gap` apart form a session. A
 //! session never spans a multiple of `max` since the epoch (with `max 1d`, a
 //! UTC day), which bounds both its length and what must be held, and makes a
