@@ -31,6 +31,53 @@ pub use scenario::{Realism, Scenario, ScenarioError};
 pub use truth::{Label, TruthRow};
 pub use write::{write_to_kafka, GenError, Topics, WriteStats};
 
+impl Record {
+    /// As the in-memory broker takes it: delivered at `deliver_ms`.
+    pub fn sim(&self) -> distill_watch::simulate::SimRecord<'_> {
+        distill_watch::simulate::SimRecord {
+            key: &self.key,
+            value: &self.value,
+            timestamp_ms: self.deliver_ms,
+        }
+    }
+}
+
+impl Traffic {
+    /// Requests and responses merged in delivery order, requests first on
+    /// ties.
+    pub fn merged(&self) -> Vec<(distill_watch::window::Side, &Record)> {
+        use distill_watch::window::Side;
+        let (requests, responses) = (&self.requests, &self.responses);
+        let mut out = Vec::with_capacity(requests.len() + responses.len());
+        let (mut i, mut j) = (0, 0);
+        while i < requests.len() || j < responses.len() {
+            let req_first = j >= responses.len()
+                || (i < requests.len() && requests[i].deliver_ms <= responses[j].deliver_ms);
+            if req_first {
+                out.push((Side::Requests, &requests[i]));
+                i += 1;
+            } else {
+                out.push((Side::Responses, &responses[j]));
+                j += 1;
+            }
+        }
+        out
+    }
+
+    /// The traffic as the in-memory worker (`simulate::score_stream`) reads
+    /// it: account records, then events in delivery order.
+    pub fn sim_input(&self) -> distill_watch::simulate::SimInput<'_> {
+        distill_watch::simulate::SimInput {
+            accounts: self.accounts.iter().map(Record::sim).collect(),
+            events: self
+                .merged()
+                .into_iter()
+                .map(|(side, r)| (side, r.sim()))
+                .collect(),
+        }
+    }
+}
+
 /// One Kafka record to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {

@@ -9,8 +9,7 @@ use std::sync::OnceLock;
 use apache_avro::types::Value;
 use distill_watch::process::Detector;
 use distill_watch::schemas::{unframe, ContractSchema, SchemaSet};
-use distill_watch::simulate::{score_stream, SimInput, SimRecord};
-use distill_watch::window::Side;
+use distill_watch::simulate::score_stream;
 
 use crate::{generate, Record, Scenario, Traffic};
 
@@ -153,25 +152,6 @@ fn truth_lists_every_style_and_each_accounts_first_request() {
     }
 }
 
-/// Requests and responses merged in delivery order, requests first on ties
-/// (as `write_to_kafka` sends them).
-fn merged(t: &Traffic) -> Vec<(Side, &Record)> {
-    let mut out = Vec::with_capacity(t.requests.len() + t.responses.len());
-    let (mut i, mut j) = (0, 0);
-    while i < t.requests.len() || j < t.responses.len() {
-        let req_first = j >= t.responses.len()
-            || (i < t.requests.len() && t.requests[i].deliver_ms <= t.responses[j].deliver_ms);
-        if req_first {
-            out.push((Side::Requests, &t.requests[i]));
-            i += 1;
-        } else {
-            out.push((Side::Responses, &t.responses[j]));
-            j += 1;
-        }
-    }
-    out
-}
-
 /// Events older than the newest already delivered on their side: what the
 /// worker counts as out of order, for one partition.
 pub fn expected_out_of_order(records: &[&Record]) -> u64 {
@@ -205,20 +185,7 @@ async fn every_injected_fault_is_counted_by_the_worker_stages() {
     )
     .await
     .unwrap();
-    fn sim(r: &Record) -> SimRecord<'_> {
-        SimRecord {
-            key: &r.key,
-            value: &r.value,
-            timestamp_ms: r.deliver_ms,
-        }
-    }
-    let input = SimInput {
-        accounts: t.accounts.iter().map(sim).collect(),
-        events: merged(&t)
-            .into_iter()
-            .map(|(side, r)| (side, sim(r)))
-            .collect(),
-    };
+    let input = t.sim_input();
     let out = score_stream(
         &detector,
         &input,

@@ -19,9 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use distill_watch::process::Detector;
-use distill_watch::simulate::{score_stream, SimInput, SimRecord};
-use distill_watch::window::Side;
-use distill_watch_traffic::{Record, Scenario};
+use distill_watch::simulate::score_stream;
+use distill_watch_traffic::Scenario;
 
 const ACCOUNTS: u32 = 200;
 const RATES: [f64; 2] = [0.25, 1.0];
@@ -74,24 +73,7 @@ fn jobs_dir(hop: bool) -> PathBuf {
 fn child(rate: f64, hop: bool) {
     let scenario = scenario(rate);
     let t = distill_watch_traffic::generate(&scenario, 11, 1.0);
-    fn sim(r: &Record) -> SimRecord<'_> {
-        SimRecord {
-            key: &r.key,
-            value: &r.value,
-            timestamp_ms: r.deliver_ms,
-        }
-    }
-    let mut events: Vec<(Side, &Record)> = t
-        .requests
-        .iter()
-        .map(|r| (Side::Requests, r))
-        .chain(t.responses.iter().map(|r| (Side::Responses, r)))
-        .collect();
-    events.sort_by_key(|(_, r)| r.deliver_ms);
-    let input = SimInput {
-        accounts: t.accounts.iter().map(sim).collect(),
-        events: events.iter().map(|(s, r)| (*s, sim(r))).collect(),
-    };
+    let input = t.sim_input();
     let dir = jobs_dir(hop);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

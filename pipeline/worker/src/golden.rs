@@ -548,23 +548,14 @@ async fn run_rollup_case(job: &Job, detector: &Detector, case: &Case) -> Vec<Str
                 },
                 ..case.clone()
             };
-            let ctx = match events_context(schema, &sub, base) {
-                Ok(ctx) => ctx,
+            let events = match events_batch(schema, &sub, base) {
+                Ok(b) => b,
                 Err(e) => return vec![e],
             };
-            let mut outs = Vec::new();
-            for j in detector
-                .jobs
-                .jobs
-                .iter()
-                .filter(|j| j.input == JobInput::Events)
-            {
-                match run_job(&ctx, j).await {
-                    Ok(out) => outs.push((j.name.clone(), out)),
-                    Err(e) => return vec![e.to_string()],
-                }
-            }
-            raw.insert(end, outs);
+            match detector.run_raw(events, |_| true).await {
+                Ok(outs) => raw.insert(end, outs),
+                Err(e) => return vec![e.to_string()],
+            };
         }
         let settled = detector
             .jobs

@@ -299,7 +299,7 @@ impl Detector {
     }
 
     /// Run the jobs over raw events selected by `which` on `events`.
-    async fn run_raw(
+    pub async fn run_raw(
         &self,
         events: RecordBatch,
         which: impl Fn(&Job) -> bool,

@@ -44,6 +44,7 @@ use datafusion::datasource::MemTable;
 
 use crate::jobs::{run_job, Job, JobError, JobInput, JobSet, WindowKind};
 use crate::join::window_context;
+use crate::window::column;
 
 pub const WINDOW_START: &str = "window_start";
 pub const WINDOW_END: &str = "window_end";
@@ -161,19 +162,15 @@ impl Rollups {
     }
 
     pub fn held_rows(&self) -> usize {
-        self.held
-            .values()
-            .flat_map(|m| m.values())
-            .map(|b| b.num_rows())
-            .sum()
+        self.batches().map(|b| b.num_rows()).sum()
     }
 
     pub fn held_bytes(&self) -> usize {
-        self.held
-            .values()
-            .flat_map(|m| m.values())
-            .map(|b| b.get_array_memory_size())
-            .sum()
+        self.batches().map(|b| b.get_array_memory_size()).sum()
+    }
+
+    fn batches(&self) -> impl Iterator<Item = &RecordBatch> {
+        self.held.values().flat_map(|m| m.values())
     }
 
     /// The last boundary at which a held row can still change a window: at
@@ -438,11 +435,6 @@ pub fn decode_rows(bytes: &[u8]) -> Result<RecordBatch, arrow::error::ArrowError
         .map(|b| b.schema())
         .ok_or_else(|| arrow::error::ArrowError::IpcError("no batch in held rows".into()))?;
     arrow::compute::concat_batches(&schema, &batches)
-}
-
-fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, arrow::error::ArrowError> {
-    b.column_by_name(name)
-        .ok_or_else(|| arrow::error::ArrowError::SchemaError(format!("held rows lack {name}")))
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@
 //! the offset to re-read from and the newest event time before it, so a new
 //! owner's watermark replays exactly as the previous owner's did.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
@@ -319,13 +319,9 @@ impl PartitionWindows {
             .chain(self.late.values().flat_map(|l| l.rows.iter().map(|r| &r.2)))
     }
 
-    /// Emitted windows kept for revisions, and windows with late rows.
-    pub fn retained_windows(&self) -> usize {
-        self.retained
-            .keys()
-            .chain(self.late.keys())
-            .collect::<BTreeSet<_>>()
-            .len()
+    /// Whether emitted windows are kept for revisions, or late rows wait.
+    pub fn keeps_windows(&self) -> bool {
+        !self.retained.is_empty() || !self.late.is_empty()
     }
 
     /// Bytes of the rows open windows hold (Arrow buffers).
@@ -766,7 +762,8 @@ fn responses_before(
     }
 }
 
-fn column<'a>(
+/// A column by name, or a schema error naming it.
+pub(crate) fn column<'a>(
     batch: &'a RecordBatch,
     name: &str,
 ) -> Result<&'a arrow::array::ArrayRef, arrow::error::ArrowError> {

@@ -346,11 +346,7 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
                 state.metrics
             );
         }
-        if !flush
-            || state.open_windows() > 0
-            || state.rollups_held() > 0
-            || state.retained_windows() > 0
-        {
+        if !flush || state.open_windows() > 0 || state.rollups_held() > 0 || state.keeps_windows() {
             return Ok(Step::Continue);
         }
         let done_at = *self.own_done_at.get_or_insert_with(|| {
@@ -532,12 +528,9 @@ impl<P> State<P> {
             .sum()
     }
 
-    /// Emitted windows still within their lateness.
-    fn retained_windows(&self) -> usize {
-        self.pairs
-            .values()
-            .map(|t| t.windows.retained_windows())
-            .sum()
+    /// Whether emitted windows are still kept within their lateness.
+    fn keeps_windows(&self) -> bool {
+        self.pairs.values().any(|t| t.windows.keeps_windows())
     }
 
     fn rollup_rows(&self) -> usize {
@@ -773,9 +766,7 @@ impl<P> State<P> {
                     .filter(|e| pane_end.is_none_or(|pe| *e < pe));
                 let (window, end) = match (empty, limit) {
                     (Some(e), Some(l)) if e <= l => {
-                        if pair.boundary.rollups.held_entries() == 0
-                            && windows.retained_windows() == 0
-                        {
+                        if pair.boundary.rollups.held_entries() == 0 && !windows.keeps_windows() {
                             // Nothing to evaluate before the next base
                             // window, or as far as the watermarks allow.
                             windows.advance_emitted(pane_end.map_or(l, |pe| (pe - base).min(l)));

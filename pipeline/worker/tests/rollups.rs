@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 
 use distill_watch::process::Detector;
 use distill_watch::score::RiskScore;
-use distill_watch::simulate::{score_stream, SimInput, SimRecord};
-use distill_watch::window::Side;
-use distill_watch_traffic::{Record, Scenario};
+use distill_watch::simulate::score_stream;
+use distill_watch_traffic::Scenario;
 
 const HOUR: i64 = 3_600_000;
 
@@ -74,24 +73,7 @@ async fn hourly_and_daily_roll_ups_equal_the_same_sql_over_raw_events() {
     scenario.duration_ms = 5 * HOUR;
     scenario.realism.enabled = false;
     let t = distill_watch_traffic::generate(&scenario, 3, 0.1);
-    fn sim(r: &Record) -> SimRecord<'_> {
-        SimRecord {
-            key: &r.key,
-            value: &r.value,
-            timestamp_ms: r.deliver_ms,
-        }
-    }
-    let mut events: Vec<(Side, &Record)> = t
-        .requests
-        .iter()
-        .map(|r| (Side::Requests, r))
-        .chain(t.responses.iter().map(|r| (Side::Responses, r)))
-        .collect();
-    events.sort_by_key(|(_, r)| r.deliver_ms);
-    let input = SimInput {
-        accounts: t.accounts.iter().map(sim).collect(),
-        events: events.iter().map(|(s, r)| (*s, sim(r))).collect(),
-    };
+    let input = t.sim_input();
     let delay = scenario.realism.max_response_delay.as_millis() as i64;
     let ooo = scenario.realism.out_of_orderness.as_millis() as i64;
     let run = |jobs: PathBuf, model: PathBuf| {
