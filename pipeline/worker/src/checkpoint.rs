@@ -129,6 +129,32 @@ impl Checkpoints {
         partitions: &[i32],
         timeout: Duration,
     ) -> Result<BTreeMap<i32, Restored>, CheckpointError> {
+        self.read_tail(topics, partitions, timeout, true)
+    }
+
+    /// [`read`](Self::read) without the held rows: only the checkpoints,
+    /// so it reads no further back than the newest of them (for the
+    /// group-done probe, which only asks whether rows are still held).
+    pub fn read_resumes(
+        &self,
+        topics: [&str; 2],
+        partitions: &[i32],
+        timeout: Duration,
+    ) -> Result<BTreeMap<i32, BTreeMap<Side, Resume>>, CheckpointError> {
+        Ok(self
+            .read_tail(topics, partitions, timeout, false)?
+            .into_iter()
+            .map(|(p, r)| (p, r.resumes))
+            .collect())
+    }
+
+    fn read_tail(
+        &self,
+        topics: [&str; 2],
+        partitions: &[i32],
+        timeout: Duration,
+        with_rollups: bool,
+    ) -> Result<BTreeMap<i32, Restored>, CheckpointError> {
         // Which (input partition, side) a key names.
         let mut keys: BTreeMap<String, (i32, Side)> = BTreeMap::new();
         // Which input partition a roll-up key prefix names.
@@ -136,7 +162,9 @@ impl Checkpoints {
         for &p in partitions {
             keys.insert(self.key(topics[0], p), (p, Side::Requests));
             keys.insert(self.key(topics[1], p), (p, Side::Responses));
-            rollup_prefixes.insert(format!("{}\t{ROLLUP_TAG}\t", self.key(topics[0], p)), p);
+            if with_rollups {
+                rollup_prefixes.insert(format!("{}\t{ROLLUP_TAG}\t", self.key(topics[0], p)), p);
+            }
         }
         let consumer: BaseConsumer<EofQuietContext> =
             self.reader.create_with_context(EofQuietContext)?;
@@ -216,7 +244,8 @@ impl Checkpoints {
                         let Some(f) = found.get(&p).filter(|f| f.len() == 2) else {
                             return false;
                         };
-                        live_rollups(&rollups, p, f).count() as u64 >= held_count(f)
+                        !with_rollups
+                            || live_rollups(&rollups, p, f).count() as u64 >= held_count(f)
                     });
                 // Did this look start at the beginning of the log?
                 let covered = match (
@@ -239,7 +268,7 @@ impl Checkpoints {
             let live: Vec<(String, i64, Vec<u8>)> = live_rollups(&rollups, p, &resumes)
                 .map(|(job, end, bytes)| (job.to_string(), end, bytes.to_vec()))
                 .collect();
-            if (live.len() as u64) < held_count(&resumes) {
+            if with_rollups && (live.len() as u64) < held_count(&resumes) {
                 tracing::warn!(
                     partition = p,
                     found = live.len(),

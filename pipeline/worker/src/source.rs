@@ -424,11 +424,11 @@ impl Source for EventSource {
                     self.cfg.topics.requests.as_str(),
                     self.cfg.topics.responses.as_str(),
                 ];
-                let restored = checkpoints
-                    .read(topics, &parts, Duration::from_secs(30))
+                let resumes = checkpoints
+                    .read_resumes(topics, &parts, Duration::from_secs(30))
                     .map_err(|e| SourceError::Rejected(format!("reading checkpoints: {e}")))?;
-                for (p, r) in restored {
-                    if r.resumes.values().any(|c| c.rollups > 0) {
+                for (p, r) in resumes {
+                    if r.values().any(|c| c.rollups > 0) {
                         out.push((Side::Requests, p));
                     }
                 }
