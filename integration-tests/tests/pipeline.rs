@@ -53,8 +53,11 @@ fn test_config(prefix: &str) -> Config {
     t.scores = unique_name(&format!("{prefix}-scores"));
     t.dlq = unique_name(&format!("{prefix}-dlq"));
     t.checkpoints = unique_name(&format!("{prefix}-checkpoints"));
+    t.features = unique_name(&format!("{prefix}-features"));
+    t.clusters = unique_name(&format!("{prefix}-clusters"));
     cfg.jobs.dir = repo().join("jobs");
     cfg.jobs.scoring = repo().join("jobs/scoring.toml");
+    cfg.clusters.model = repo().join("jobs/clusters.toml");
     cfg.worker.exit_at_eof = true;
     cfg
 }
@@ -67,6 +70,8 @@ fn specs(cfg: &Config, with_scores: bool) -> Vec<TopicSpec> {
         TopicSpec::new(&t.accounts, 2).compacted(),
         TopicSpec::new(&t.dlq, 1),
         TopicSpec::new(&t.checkpoints, 4).compacted(),
+        TopicSpec::new(&t.features, 4),
+        TopicSpec::new(&t.clusters, 4),
     ];
     if with_scores {
         v.push(scores_spec(cfg));
@@ -99,6 +104,8 @@ struct Score {
     reasons: usize,
     revision: i32,
     features: usize,
+    /// Set on a member score: the cluster it carries.
+    cluster_id: Option<String>,
 }
 
 fn decode_score(m: &OwnedMessage, schema: &Schema, id: u32) -> Score {
@@ -145,11 +152,22 @@ fn decode_score(m: &OwnedMessage, schema: &Schema, id: u32) -> Score {
             Value::Array(a) => a.len(),
             other => panic!("features: {other:?}"),
         },
+        cluster_id: match &f["cluster_id"] {
+            Value::Union(_, v) => match &**v {
+                Value::String(c) => Some(c.clone()),
+                _ => None,
+            },
+            other => panic!("cluster_id: {other:?}"),
+        },
+    };
+    let key = match &score.cluster_id {
+        None => format!("{}/{}", score.account, score.window_start),
+        Some(c) => format!("{}/{}/{c}", score.account, score.window_start),
     };
     assert_eq!(
         m.key(),
-        Some(format!("{}/{}", score.account, score.window_start).as_bytes()),
-        "scores are keyed by account and window"
+        Some(key.as_bytes()),
+        "scores are keyed by account and window (and cluster, for member scores)"
     );
     assert_eq!(
         m.partition(),
@@ -335,15 +353,19 @@ impl Events {
     }
 
     fn request(&self, id: &str, account: &str, t: i64) -> Vec<u8> {
-        let v = with_defaults(
-            &self.request,
-            vec![
-                ("request_id", Value::String(id.into())),
-                ("account_id", Value::String(account.into())),
-                ("event_time", Value::TimestampMillis(t)),
-                ("prompt_tokens", Value::Int(50)),
-            ],
-        );
+        self.request_with(id, account, t, Vec::new())
+    }
+
+    /// A request with more fields set (`extra` overrides defaults).
+    fn request_with(&self, id: &str, account: &str, t: i64, extra: Vec<(&str, Value)>) -> Vec<u8> {
+        let mut given = vec![
+            ("request_id", Value::String(id.into())),
+            ("account_id", Value::String(account.into())),
+            ("event_time", Value::TimestampMillis(t)),
+            ("prompt_tokens", Value::Int(50)),
+        ];
+        given.extend(extra);
+        let v = with_defaults(&self.request, given);
         framed(schema_id("ApiRequest"), &self.request, v)
     }
 
@@ -362,14 +384,17 @@ impl Events {
     }
 
     fn account(&self, account: &str) -> Vec<u8> {
-        let v = with_defaults(
-            &self.account,
-            vec![
-                ("account_id", Value::String(account.into())),
-                ("created_at", Value::TimestampMillis(T0 - 400 * 86_400_000)),
-                ("updated_at", Value::TimestampMillis(T0 - 400 * 86_400_000)),
-            ],
-        );
+        self.account_with(account, T0 - 400 * 86_400_000, Vec::new())
+    }
+
+    fn account_with(&self, account: &str, created: i64, extra: Vec<(&str, Value)>) -> Vec<u8> {
+        let mut given = vec![
+            ("account_id", Value::String(account.into())),
+            ("created_at", Value::TimestampMillis(created)),
+            ("updated_at", Value::TimestampMillis(created)),
+        ];
+        given.extend(extra);
+        let v = with_defaults(&self.account, given);
         framed(schema_id("Account"), &self.account, v)
     }
 }
@@ -1056,5 +1081,280 @@ async fn late_within_lateness_revises_the_window_and_beyond_goes_to_the_dlq() {
     assert_eq!(
         records(&read_all(&cfg.topics.scores)),
         records(&read_all(&replay.topics.scores))
+    );
+}
+
+/// A `ClusterRisk` decoded with apache-avro and `schemas/ClusterRisk.avsc`.
+#[derive(Debug, Clone)]
+struct Cluster {
+    id: String,
+    window_start: i64,
+    level: String,
+    score: f64,
+    members: Vec<String>,
+    broad: bool,
+    features: Vec<(String, Option<f64>)>,
+}
+
+fn decode_cluster(m: &OwnedMessage, schema: &Schema) -> Cluster {
+    let payload = m.payload().expect("cluster record has a value");
+    assert_eq!(
+        u32::from_be_bytes(payload[1..5].try_into().unwrap()),
+        schema_id("ClusterRisk")
+    );
+    let Value::Record(fields) =
+        apache_avro::from_avro_datum(schema, &mut &payload[5..], None).expect("valid ClusterRisk")
+    else {
+        panic!("not a record")
+    };
+    let f: BTreeMap<String, Value> = fields.into_iter().collect();
+    let s = |k: &str| match &f[k] {
+        Value::String(s) | Value::Enum(_, s) => s.clone(),
+        other => panic!("{k}: {other:?}"),
+    };
+    let c = Cluster {
+        id: s("cluster_id"),
+        window_start: match &f["window_start"] {
+            Value::TimestampMillis(x) => *x,
+            other => panic!("window_start: {other:?}"),
+        },
+        level: s("level"),
+        score: match &f["score"] {
+            Value::Double(x) => *x,
+            other => panic!("score: {other:?}"),
+        },
+        members: match &f["members"] {
+            Value::Array(a) => a
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    other => panic!("member: {other:?}"),
+                })
+                .collect(),
+            other => panic!("members: {other:?}"),
+        },
+        broad: matches!(f["broad"], Value::Boolean(true)),
+        features: match &f["features"] {
+            Value::Array(a) => a
+                .iter()
+                .map(|v| {
+                    let Value::Record(r) = v else {
+                        panic!("feature: {v:?}")
+                    };
+                    let name = match &r[0].1 {
+                        Value::String(s) => s.clone(),
+                        other => panic!("name: {other:?}"),
+                    };
+                    let value = match &r[1].1 {
+                        Value::Union(_, b) => match **b {
+                            Value::Double(x) => Some(x),
+                            _ => None,
+                        },
+                        other => panic!("value: {other:?}"),
+                    };
+                    (name, value)
+                })
+                .collect(),
+            other => panic!("features: {other:?}"),
+        },
+    };
+    assert_eq!(
+        m.key(),
+        Some(format!("{}/{}", c.id, c.window_start).as_bytes()),
+        "clusters are keyed by cluster id and window"
+    );
+    c
+}
+
+const DAY: i64 = 86_400_000;
+
+/// Thirty accounts behind one proxy prefix and client, signed up the same
+/// day through the education path, sending a shared set of templates, each
+/// only once every ten minutes: none reaches `high` on its own. The cluster
+/// stage flags them on risk.clusters.v1 and their member scores name the
+/// cluster; ordinary users, and a campus of old verified accounts sharing
+/// one prefix, are not flagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hydra_below_every_account_threshold_is_flagged_as_a_cluster() {
+    let cfg = test_config("hydra");
+    create_topics(&client_config(), &specs(&cfg, true))
+        .await
+        .unwrap();
+    let producer = traffic_producer();
+    let ev = Events::new();
+    let opt = |v: Value| Value::Union(1, Box::new(v));
+    let hydra: Vec<String> = (0..30).map(|i| format!("hydra-{i}")).collect();
+    let users: Vec<String> = (0..30).map(|i| format!("user-{i}")).collect();
+    let campus: Vec<String> = (0..10).map(|i| format!("campus-{i}")).collect();
+    for (i, a) in hydra.iter().enumerate() {
+        let account = ev.account_with(
+            a,
+            T0 - 3 * DAY + i as i64 * MIN,
+            vec![
+                ("signup_channel", Value::String("education".into())),
+                (
+                    "payment_fingerprint",
+                    opt(Value::String(format!("card-{a}"))),
+                ),
+            ],
+        );
+        send(&producer, &cfg.topics.accounts, Some(a), account, T0).await;
+    }
+    for (i, a) in users.iter().chain(&campus).enumerate() {
+        let account = ev.account_with(
+            a,
+            T0 - (200 + 37 * i as i64) * DAY,
+            vec![
+                ("verified", Value::Boolean(true)),
+                (
+                    "payment_fingerprint",
+                    opt(Value::String(format!("card-{a}"))),
+                ),
+            ],
+        );
+        send(&producer, &cfg.topics.accounts, Some(a), account, T0).await;
+    }
+    // (event time, account, request id, extra request fields)
+    let mut requests: Vec<(i64, String, String, Vec<(&str, Value)>)> = Vec::new();
+    for (i, a) in hydra.iter().enumerate() {
+        for k in 0..12i64 {
+            requests.push((
+                T0 + k * 10 * MIN + i as i64 * 19_000,
+                a.clone(),
+                format!("{a}-{k}"),
+                vec![
+                    (
+                        "client_ip",
+                        opt(Value::String(format!("203.0.113.{}", 10 + i))),
+                    ),
+                    ("user_agent", opt(Value::String("relay-client/2.1".into()))),
+                    (
+                        "template_fingerprint",
+                        opt(Value::Long(100 + (i as i64 + k) % 4)),
+                    ),
+                    ("prompt_fingerprint", opt(Value::Long(i as i64 * 1_000 + k))),
+                    ("cot_elicitation_score", opt(Value::Double(0.8))),
+                ],
+            ));
+        }
+    }
+    let mut ordinary = |accounts: &[String], ip: &dyn Fn(usize) -> String, per_hour: usize| {
+        for (i, a) in accounts.iter().enumerate() {
+            let n = (i % 5 + 1) * per_hour * 2;
+            for k in 0..n {
+                requests.push((
+                    T0 + (k as i64 * 2 * 60 * MIN) / n as i64 + i as i64 * 13_000,
+                    a.clone(),
+                    format!("{a}-{k}"),
+                    vec![
+                        ("client_ip", opt(Value::String(ip(i)))),
+                        (
+                            "user_agent",
+                            opt(Value::String(format!("Mozilla/5.0 ({a})"))),
+                        ),
+                        (
+                            "template_fingerprint",
+                            opt(Value::Long(7_000_000 + (i * 1_000 + k) as i64)),
+                        ),
+                        (
+                            "prompt_fingerprint",
+                            opt(Value::Long(9_000_000 + (i * 1_000 + k) as i64)),
+                        ),
+                    ],
+                ));
+            }
+        }
+    };
+    ordinary(&users, &|i| format!("10.{i}.0.5"), 2);
+    ordinary(&campus, &|i| format!("192.0.2.{}", 20 + i), 3);
+    requests.sort_by(|a, b| (a.0, &a.2).cmp(&(b.0, &b.2)));
+    for (t, a, rid, extra) in requests {
+        let request = ev.request_with(&rid, &a, t, extra);
+        send(&producer, &cfg.topics.requests, Some(&a), request, t).await;
+        let response = ev.response(&rid, &a, t + 2_000);
+        send(
+            &producer,
+            &cfg.topics.responses,
+            Some(&a),
+            response,
+            t + 2_000,
+        )
+        .await;
+    }
+    let summary = run_worker(&cfg).await.unwrap();
+    let stage = summary.clusters.expect("the cluster stage ran");
+    assert!(stage.member_rows > 0 && stage.marks > 0, "{stage}");
+
+    let clusters: Vec<Cluster> = read_all(&cfg.topics.clusters)
+        .iter()
+        .map(|m| decode_cluster(m, &avsc("ClusterRisk")))
+        .collect();
+    let flagged: Vec<&Cluster> = clusters
+        .iter()
+        .filter(|c| c.level == "high" || c.level == "critical")
+        .collect();
+    let proxy = flagged
+        .iter()
+        .find(|c| c.id == "ip_prefix:203.0.113.0/24" && c.window_start == T0)
+        .unwrap_or_else(|| {
+            let summary: Vec<_> = clusters
+                .iter()
+                .map(|c| (&c.id, c.window_start, c.score, c.members.len(), &c.features))
+                .collect();
+            panic!("the proxy prefix is flagged in the first hour: {summary:#?}")
+        });
+    let mut sorted = hydra.clone();
+    sorted.sort();
+    assert_eq!(proxy.members, sorted, "every member listed");
+    assert!(
+        flagged
+            .iter()
+            .all(|c| c.members.iter().all(|m| m.starts_with("hydra-"))),
+        "only the hydra is flagged: {flagged:#?}"
+    );
+    let nat = clusters
+        .iter()
+        .find(|c| c.id == "ip_prefix:192.0.2.0/24")
+        .unwrap_or_else(|| panic!("the campus prefix is a cluster too: {clusters:#?}"));
+    assert!(nat.score < 0.3 && !nat.broad, "{nat:?}");
+
+    let schema = avsc("RiskScore");
+    let scores: Vec<Score> = read_all(&cfg.topics.scores)
+        .iter()
+        .map(|m| decode_score(m, &schema, schema_id("RiskScore")))
+        .collect();
+    let own_max = scores
+        .iter()
+        .filter(|s| s.cluster_id.is_none() && s.account.starts_with("hydra-"))
+        .map(|s| s.score)
+        .fold(0.0, f64::max);
+    assert!(
+        own_max > 0.0 && own_max < 0.6,
+        "each member stays below `high` on its own (highest {own_max})"
+    );
+    let flagged_ids: BTreeSet<&str> = flagged.iter().map(|c| c.id.as_str()).collect();
+    for a in &hydra {
+        let named: Vec<&Score> = scores
+            .iter()
+            .filter(|s| &s.account == a && s.cluster_id.is_some())
+            .collect();
+        assert!(
+            named.iter().any(
+                |s| s.cluster_id.as_deref() == Some("ip_prefix:203.0.113.0/24")
+                    && s.window_start == T0
+                    && (s.level == "high" || s.level == "critical")
+            ),
+            "{a}'s member score names the proxy cluster: {named:?}"
+        );
+        assert!(named
+            .iter()
+            .all(|s| flagged_ids.contains(s.cluster_id.as_deref().unwrap())));
+    }
+    assert!(
+        scores
+            .iter()
+            .filter(|s| s.cluster_id.is_some())
+            .all(|s| s.account.starts_with("hydra-")),
+        "no ordinary account gets a member score"
     );
 }

@@ -75,6 +75,9 @@ async fn run(mut cfg: Config, args: &RunArgs) -> Result<()> {
     }
     let summary = distill_watch::worker::run(&cfg, stop_signal()?).await?;
     println!("{}", summary.metrics);
+    if let Some(c) = &summary.clusters {
+        println!("cluster stage: {c}");
+    }
     Ok(())
 }
 

@@ -36,6 +36,8 @@ pub fn topic_specs(cfg: &Config, partitions: i32) -> Vec<TopicSpec> {
         TopicSpec::new(&t.scores, partitions),
         TopicSpec::new(&t.dlq, 1),
         TopicSpec::new(&t.checkpoints, partitions).compacted(),
+        TopicSpec::new(&t.features, partitions),
+        TopicSpec::new(&t.clusters, partitions),
     ]
 }
 
@@ -323,4 +325,102 @@ pub fn counter_rows(m: &Metrics) -> Vec<(String, u64)> {
         rows.push((format!("DLQ {}", kind.as_str()), *n));
     }
     rows
+}
+
+/// One `ClusterRisk` record, as eval reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterRow {
+    pub cluster_id: String,
+    pub window_start: i64,
+    pub window_end: i64,
+    pub score: f64,
+    pub level: String,
+    pub member_count: i64,
+    pub broad: bool,
+    pub members: Vec<String>,
+    pub features: Vec<(String, Option<f64>)>,
+    pub reasons: Vec<(String, f64, f64)>,
+}
+
+/// Read and decode the whole clusters topic.
+pub fn read_clusters(cfg: &Config, topic: &str) -> Result<Vec<ClusterRow>> {
+    let mut cc = cfg.consumer_config();
+    cc.set(
+        "group.id",
+        format!("{}-cluster-reader-{}", cfg.kafka.group_id, run_suffix()),
+    );
+    let schema = &SchemaSet::builtin().cluster_risk;
+    let messages = read_to_end(&cc, topic, Duration::from_secs(600))
+        .with_context(|| format!("reading {topic}"))?;
+    messages
+        .iter()
+        .map(|msg| {
+            let payload = msg.payload().unwrap_or_default();
+            let (id, mut body) =
+                unframe(payload).context("cluster record without Confluent header")?;
+            anyhow::ensure!(
+                id == schema.id,
+                "{topic} holds schema id {id}, expected ClusterRisk"
+            );
+            let Value::Record(fields) =
+                apache_avro::from_avro_datum(&schema.avro, &mut body, None)?
+            else {
+                anyhow::bail!("cluster record is not a record")
+            };
+            let get = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+            let string = |v: Option<&Value>| match v {
+                Some(Value::String(s)) | Some(Value::Enum(_, s)) => s.clone(),
+                _ => String::new(),
+            };
+            let long = |v: Option<&Value>| match v {
+                Some(Value::TimestampMillis(t)) | Some(Value::Long(t)) => *t,
+                _ => 0,
+            };
+            let double = |v: Option<&Value>| match v {
+                Some(Value::Double(x)) => Some(*x),
+                Some(Value::Union(_, b)) => match **b {
+                    Value::Double(x) => Some(x),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let records = |name: &str| match get(name) {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|r| match r {
+                        Value::Record(f) => Some(f.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Ok(ClusterRow {
+                cluster_id: string(get("cluster_id")),
+                window_start: long(get("window_start")),
+                window_end: long(get("window_end")),
+                score: double(get("score")).unwrap_or(0.0),
+                level: string(get("level")),
+                member_count: long(get("member_count")),
+                broad: matches!(get("broad"), Some(Value::Boolean(true))),
+                members: match get("members") {
+                    Some(Value::Array(a)) => a.iter().map(|v| string(Some(v))).collect(),
+                    _ => Vec::new(),
+                },
+                features: records("features")
+                    .into_iter()
+                    .map(|f| (string(Some(&f[0].1)), double(Some(&f[1].1))))
+                    .collect(),
+                reasons: records("reasons")
+                    .into_iter()
+                    .map(|f| {
+                        (
+                            string(Some(&f[0].1)),
+                            double(Some(&f[1].1)).unwrap_or(0.0),
+                            double(Some(&f[2].1)).unwrap_or(0.0),
+                        )
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
 }

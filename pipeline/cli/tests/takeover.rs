@@ -39,6 +39,8 @@ struct Names {
     scores: String,
     dlq: String,
     checkpoints: String,
+    features: String,
+    clusters: String,
 }
 
 impl Names {
@@ -52,6 +54,8 @@ impl Names {
             scores: n("scores"),
             dlq: n("dlq"),
             checkpoints: n("checkpoints"),
+            features: n("features"),
+            clusters: n("clusters"),
         }
     }
 
@@ -79,6 +83,8 @@ impl Names {
             TopicSpec::new(&self.scores, PARTITIONS),
             TopicSpec::new(&self.dlq, 1),
             TopicSpec::new(&self.checkpoints, PARTITIONS).compacted(),
+            TopicSpec::new(&self.features, PARTITIONS),
+            TopicSpec::new(&self.clusters, PARTITIONS),
         ]);
     }
 
@@ -96,9 +102,13 @@ accounts = "{accounts}"
 scores = "{scores}"
 dlq = "{dlq}"
 checkpoints = "{checkpoints}"
+features = "{features}"
+clusters = "{clusters}"
 [jobs]
 dir = "{jobs}"
 scoring = "{scoring}"
+[clusters]
+model = "{clusters_model}"
 [consumer]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "1000"
@@ -114,8 +124,11 @@ scoring = "{scoring}"
             scores = self.scores,
             dlq = self.dlq,
             checkpoints = self.checkpoints,
+            features = self.features,
+            clusters = self.clusters,
             jobs = repo().join("jobs").display(),
             scoring = repo().join("jobs/scoring.toml").display(),
+            clusters_model = repo().join("jobs/clusters.toml").display(),
             extra = consumer
                 .iter()
                 .map(|(k, v)| format!("{k:?} = {v:?}\n"))

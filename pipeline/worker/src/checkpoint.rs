@@ -59,7 +59,7 @@ pub enum CheckpointError {
 pub struct Checkpoints {
     reader: ClientConfig,
     pub topic: String,
-    group: String,
+    pub group: String,
     partitions: i32,
 }
 
@@ -146,6 +146,89 @@ impl Checkpoints {
             .into_iter()
             .map(|(p, r)| (p, r.resumes))
             .collect())
+    }
+
+    /// Key of another stage's checkpoint for partition `partition` of
+    /// `topic` (the cluster stage keys its own by the features topic).
+    pub fn stage_key(&self, topic: &str, partition: i32) -> String {
+        key(&self.group, topic, partition)
+    }
+
+    /// The newest value of each key in `keys` (key → input partition,
+    /// which decides the checkpoint partition), reading each checkpoint
+    /// partition from its end backwards until every key is found or the
+    /// log's start is reached. Keys never written are absent. Blocking.
+    pub fn read_values(
+        &self,
+        keys: &BTreeMap<String, i32>,
+        timeout: Duration,
+    ) -> Result<BTreeMap<String, Vec<u8>>, CheckpointError> {
+        let consumer: BaseConsumer<EofQuietContext> =
+            self.reader.create_with_context(EofQuietContext)?;
+        let started = Instant::now();
+        let mut found: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut todo: BTreeMap<i32, i64> = keys
+            .values()
+            .map(|&p| (self.partition_for(p), FIRST_TAIL))
+            .collect();
+        while !todo.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (&cp, &tail) in &todo {
+                tpl.add_partition_offset(&self.topic, cp, Offset::OffsetTail(tail))?;
+            }
+            consumer.assign(&tpl)?;
+            let mut reading: BTreeSet<i32> = todo.keys().copied().collect();
+            let mut first_offset: BTreeMap<i32, i64> = BTreeMap::new();
+            let mut newest: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+            while !reading.is_empty() {
+                if started.elapsed() > timeout {
+                    return Err(CheckpointError::Timeout {
+                        topic: self.topic.clone(),
+                        checkpoint_partitions: reading.into_iter().collect(),
+                        timeout,
+                    });
+                }
+                match consumer.poll(Duration::from_millis(100)) {
+                    None => continue,
+                    Some(Err(KafkaError::PartitionEOF(cp))) => {
+                        reading.remove(&cp);
+                    }
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(m)) => {
+                        first_offset.entry(m.partition()).or_insert(m.offset());
+                        let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                            continue;
+                        };
+                        if let (true, Some(v)) = (keys.contains_key(k), m.payload()) {
+                            newest.insert(k.to_string(), v.to_vec());
+                        }
+                    }
+                }
+            }
+            for (k, v) in newest {
+                found.entry(k).or_insert(v);
+            }
+            let mut next = BTreeMap::new();
+            for (&cp, &tail) in &todo {
+                let complete = keys
+                    .iter()
+                    .filter(|(_, &p)| self.partition_for(p) == cp)
+                    .all(|(k, _)| found.contains_key(k));
+                let covered = match (
+                    first_offset.get(&cp),
+                    cached_watermarks(consumer.client(), &self.topic, cp),
+                ) {
+                    (Some(&first), Some((low, _))) => first <= low,
+                    (None, Some((low, high))) => high - tail <= low,
+                    _ => true,
+                };
+                if !complete && !covered {
+                    next.insert(cp, tail.saturating_mul(8));
+                }
+            }
+            todo = next;
+        }
+        Ok(found)
     }
 
     fn read_tail(

@@ -46,6 +46,7 @@ pub struct Config {
     pub window: WindowConfig,
     pub jobs: JobsConfig,
     pub worker: WorkerConfig,
+    pub clusters: ClustersConfig,
     /// Handed to librdkafka unchanged for every client.
     pub librdkafka: BTreeMap<String, String>,
     /// Handed to librdkafka for consumers only.
@@ -71,6 +72,8 @@ pub struct TopicsConfig {
     pub scores: String,
     pub dlq: String,
     pub checkpoints: String,
+    pub features: String,
+    pub clusters: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +92,23 @@ pub struct WindowConfig {
 pub struct JobsConfig {
     pub dir: PathBuf,
     pub scoring: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClustersConfig {
+    pub enabled: bool,
+    pub model: PathBuf,
+    pub stage: Stage,
+}
+
+/// Which stages a `run` process runs (see `[clusters] stage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Both,
+    Accounts,
+    Clusters,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -181,6 +201,8 @@ impl Config {
             &self.topics.scores,
             &self.topics.dlq,
             &self.topics.checkpoints,
+            &self.topics.features,
+            &self.topics.clusters,
         ];
         if topics.iter().any(|t| t.is_empty()) {
             return Err(ConfigError::Invalid(

@@ -7,6 +7,7 @@
 //! per-window stages; `worker` drives the loop.
 
 pub mod checkpoint;
+pub mod cluster;
 pub mod config;
 pub mod decode;
 pub mod enrich;

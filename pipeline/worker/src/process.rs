@@ -66,6 +66,9 @@ pub struct WindowResult {
     pub boundary_only: bool,
     /// Of `scores`, revisions (revision > 0) of earlier windows.
     pub revised: u64,
+    /// Member rows of the base window for the cluster stage (when
+    /// [`Detector::publish_members`] is on).
+    pub members: Vec<crate::cluster::MemberRow>,
 }
 
 /// Jobs + scoring model, checked against each other at load time.
@@ -81,6 +84,8 @@ pub struct Detector {
     pub events_schema: SchemaRef,
     /// Every feature the jobs produce, in output order.
     pub features: Vec<String>,
+    /// Compute member rows for the cluster stage at each first emission.
+    pub publish_members: bool,
 }
 
 impl Detector {
@@ -101,6 +106,7 @@ impl Detector {
             max_response_delay_ms,
             events_schema: Arc::new(arrow::datatypes::Schema::empty()),
             features: Vec::new(),
+            publish_members: false,
         };
         (d.events_schema, d.features) = d.dry_run().await?;
         let missing = d.model.missing_features(&d.features);
@@ -212,6 +218,7 @@ impl Detector {
         };
         let mut raw_outputs = Vec::new();
         let mut counts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        let mut window_events = None;
         if let Some(w) = w {
             // This window's own responses, before the join consumes them.
             let mut own_rows = 0;
@@ -241,6 +248,9 @@ impl Detector {
             result.unknown_account = unknown;
             counts = account_counts(&events, &mut result.without_response);
             if events.num_rows() > 0 {
+                if self.publish_members {
+                    window_events = Some(events.clone());
+                }
                 raw_outputs = self.run_raw(events, |_| true).await?;
                 if self.jobs.max_lateness_ms() > 0 {
                     state.raw.insert(end, raw_outputs.clone());
@@ -292,6 +302,9 @@ impl Detector {
         let mut first = self
             .model
             .score(&features, &counts, start, end, &self.model_version);
+        if let Some(events) = window_events {
+            result.members = crate::cluster::member_rows(&events, &first, start, end);
+        }
         // First emissions before the revisions of older windows.
         first.append(&mut result.scores);
         result.scores = first;

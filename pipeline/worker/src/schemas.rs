@@ -42,9 +42,12 @@ pub struct SchemaSet {
     pub response: ContractSchema,
     pub account: ContractSchema,
     pub risk_score: ContractSchema,
+    pub cluster_risk: ContractSchema,
+    /// Internal: the repartition topic between the two stages.
+    pub cluster_feature: ContractSchema,
 }
 
-const SOURCES: [(&str, &str); 4] = [
+const SOURCES: [(&str, &str); 6] = [
     (
         "ApiRequest",
         include_str!("../../../schemas/ApiRequest.avsc"),
@@ -55,6 +58,14 @@ const SOURCES: [(&str, &str); 4] = [
     ),
     ("Account", include_str!("../../../schemas/Account.avsc")),
     ("RiskScore", include_str!("../../../schemas/RiskScore.avsc")),
+    (
+        "ClusterRisk",
+        include_str!("../../../schemas/ClusterRisk.avsc"),
+    ),
+    (
+        "ClusterFeature",
+        include_str!("../../../schemas/ClusterFeature.avsc"),
+    ),
 ];
 const IDS: &str = include_str!("../../../schemas/ids.toml");
 
@@ -79,12 +90,14 @@ impl SchemaSet {
             });
         }
         let mut it = loaded.into_iter();
-        let mut next = || it.next().expect("SOURCES has four entries");
+        let mut next = || it.next().expect("SOURCES has six entries");
         Ok(Self {
             request: next(),
             response: next(),
             account: next(),
             risk_score: next(),
+            cluster_risk: next(),
+            cluster_feature: next(),
         })
     }
 
@@ -95,12 +108,14 @@ impl SchemaSet {
         SET.get_or_init(|| SchemaSet::load().expect("schemas/ compiled into the binary must parse"))
     }
 
-    pub fn all(&self) -> [&ContractSchema; 4] {
+    pub fn all(&self) -> [&ContractSchema; 6] {
         [
             &self.request,
             &self.response,
             &self.account,
             &self.risk_score,
+            &self.cluster_risk,
+            &self.cluster_feature,
         ]
     }
 
@@ -179,7 +194,7 @@ mod tests {
         let mut ids: Vec<u32> = set.all().iter().map(|s| s.id).collect();
         ids.sort();
         ids.dedup();
-        assert_eq!(ids.len(), 4);
+        assert_eq!(ids.len(), 6);
         assert_eq!(set.by_id(set.request.id).unwrap().name, "ApiRequest");
     }
 

@@ -120,11 +120,14 @@ pub struct RiskScore {
     pub event_count: i64,
     pub response_count: i64,
     pub revision: i32,
+    /// Set on a member score (see `cluster`): the cluster whose risk this
+    /// record carries for the account.
+    pub cluster_id: Option<String>,
 }
 
 /// Round to 9 decimals: results are compared byte for byte across runs, and
 /// this keeps a last-bit difference in some future float path from showing.
-fn round9(x: f64) -> f64 {
+pub fn round9(x: f64) -> f64 {
     (x * 1e9).round() / 1e9
 }
 
@@ -143,6 +146,14 @@ impl ScoringModel {
             message,
         };
         let m: ScoringModel = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        m.validate().map_err(invalid)?;
+        Ok(m)
+    }
+
+    /// Levels ordered, rules well-formed and unique, a version.
+    pub fn validate(&self) -> Result<(), String> {
+        let m = self;
+        let invalid = |s: String| s;
         let l = &m.levels;
         if !(0.0 < l.elevated && l.elevated < l.high && l.high < l.critical && l.critical <= 1.0) {
             return Err(invalid(
@@ -170,7 +181,7 @@ impl ScoringModel {
         if m.model_version.trim().is_empty() {
             return Err(invalid("model_version is empty".into()));
         }
-        Ok(m)
+        Ok(())
     }
 
     pub fn level(&self, score: f64) -> Level {
@@ -194,6 +205,42 @@ impl ScoringModel {
             .filter(|r| !produced.contains(&r.feature))
             .map(|r| r.feature.clone())
             .collect()
+    }
+
+    /// Score one subject's named feature values: (score, level, reasons),
+    /// by the same arithmetic as [`score`](Self::score).
+    pub fn score_values(&self, features: &[(String, Option<f64>)]) -> (f64, Level, Vec<Reason>) {
+        let mut reasons: Vec<Reason> = self
+            .rules
+            .iter()
+            .filter_map(|rule| {
+                let v = features
+                    .iter()
+                    .find(|(n, _)| *n == rule.feature)?
+                    .1
+                    .filter(|v| v.is_finite())
+                    .map(round9)?;
+                let c = round9(rule.contribution(Some(v)));
+                (c > 0.0).then(|| Reason {
+                    feature: rule.feature.clone(),
+                    value: v,
+                    contribution: c,
+                })
+            })
+            .collect();
+        let score = round9(
+            reasons
+                .iter()
+                .fold(0.0, |acc, r| acc + r.contribution)
+                .min(1.0),
+        );
+        reasons.sort_by(|a, b| {
+            b.contribution
+                .total_cmp(&a.contribution)
+                .then_with(|| a.feature.cmp(&b.feature))
+        });
+        reasons.truncate(self.top_reasons);
+        (score, self.level(score), reasons)
     }
 
     /// Score every row of a merged feature table (see `jobs::run_all`).
@@ -278,6 +325,7 @@ impl ScoringModel {
                 event_count,
                 response_count,
                 revision: 0,
+                cluster_id: None,
             });
         }
         out

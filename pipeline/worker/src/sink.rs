@@ -66,6 +66,8 @@ pub enum SinkError {
     Commit(String),
     #[error("encoding held roll-up rows: {0}")]
     Rows(#[from] arrow::error::ArrowError),
+    #[error("topic {topic} does not exist (or has no partitions)")]
+    MissingTopic { topic: String },
 }
 
 /// Kafka key of a score: the account and the window's start (epoch ms),
@@ -73,8 +75,15 @@ pub enum SinkError {
 /// revision of every account's window. Records are partitioned by the
 /// account alone (Kafka's default partitioner on `account_id`), so one
 /// account's scores stay in order in one partition.
+///
+/// A member score (`cluster_id` set) appends `/<cluster_id>`: it is another
+/// subject (the account as a member of that cluster) and must not replace the
+/// account's own score under compaction.
 pub fn score_key(s: &RiskScore) -> String {
-    format!("{}/{}", s.account_id, s.window_start)
+    match &s.cluster_id {
+        None => format!("{}/{}", s.account_id, s.window_start),
+        Some(c) => format!("{}/{}/{}", s.account_id, s.window_start, c),
+    }
 }
 
 /// Encode one score as a Confluent-framed `RiskScore`.
@@ -126,6 +135,13 @@ pub fn encode_score(s: &RiskScore) -> Result<Vec<u8>, apache_avro::Error> {
         ("event_count".into(), Value::Long(s.event_count)),
         ("response_count".into(), Value::Long(s.response_count)),
         ("revision".into(), Value::Int(s.revision)),
+        (
+            "cluster_id".into(),
+            match &s.cluster_id {
+                Some(c) => Value::Union(1, Box::new(Value::String(c.clone()))),
+                None => Value::Union(0, Box::new(Value::Null)),
+            },
+        ),
     ]);
     encode_framed(schema, value)
 }
@@ -219,6 +235,11 @@ pub struct Cycle {
     /// Changes to the roll-ups' held rows, written to the checkpoint topic
     /// before the checkpoints that count them.
     pub rollups: Vec<RollupRecord>,
+    /// Member rows for the cluster stage (features topic).
+    pub members: Vec<crate::cluster::MemberRow>,
+    /// Progress mark for the cluster stage: every window ending at or
+    /// before this was emitted; `true` once a bounded run's input is done.
+    pub mark: Option<(i64, bool)>,
 }
 
 /// The producer of one partition pair. With exactly-once delivery it is
@@ -239,6 +260,17 @@ pub struct PairSink {
     checkpoint_partition: i32,
     timeout: Duration,
     worker: String,
+    /// With `[clusters] enabled`: where member rows and marks go.
+    features: Option<FeaturesOut>,
+}
+
+/// The features topic as the account stage writes it.
+struct FeaturesOut {
+    topic: String,
+    partitions: i32,
+    group: String,
+    /// Input partitions of the account stage (the marks' `upstream_partitions`).
+    upstream_partitions: i32,
 }
 
 /// Kafka as the worker's [`Sink`]: a [`PairSink`] per owned partition pair,
@@ -354,17 +386,36 @@ impl PairSink {
         }
         // Every topic's metadata, not the scores topic's: naming it would
         // make a broker that auto-creates topics create it here.
-        let scores_partitions = producer
+        let md = producer
             .client()
             .fetch_metadata(None, cfg.worker.produce_timeout)
-            .ok()
-            .and_then(|md| {
-                md.topics()
-                    .iter()
-                    .find(|t| t.name() == cfg.topics.scores && t.error().is_none())
-                    .map(|t| t.partitions().len() as i32)
+            .ok();
+        let partitions_of = |topic: &str| {
+            md.as_ref()
+                .and_then(|md| {
+                    md.topics()
+                        .iter()
+                        .find(|t| t.name() == topic && t.error().is_none())
+                        .map(|t| t.partitions().len() as i32)
+                })
+                .filter(|n| *n > 0)
+        };
+        let scores_partitions = partitions_of(&cfg.topics.scores);
+        let features = if cfg.clusters.enabled {
+            let missing = |topic: &str| SinkError::MissingTopic {
+                topic: topic.to_string(),
+            };
+            Some(FeaturesOut {
+                topic: cfg.topics.features.clone(),
+                partitions: partitions_of(&cfg.topics.features)
+                    .ok_or_else(|| missing(&cfg.topics.features))?,
+                group: cfg.kafka.group_id.clone(),
+                upstream_partitions: partitions_of(&cfg.topics.requests)
+                    .ok_or_else(|| missing(&cfg.topics.requests))?,
             })
-            .filter(|n| *n > 0);
+        } else {
+            None
+        };
         Ok(PairSink {
             producer,
             scores_partitions,
@@ -377,6 +428,7 @@ impl PairSink {
             checkpoint_partition: checkpoints.partition_for(partition),
             timeout: cfg.worker.produce_timeout,
             worker: worker_id(),
+            features,
         })
     }
 
@@ -473,6 +525,9 @@ impl PairSink {
             }
             deliveries.push((&self.dlq_topic, self.enqueue(record).await?));
         }
+        if let Some(f) = &self.features {
+            self.send_features(f, cycle, &mut deliveries).await?;
+        }
         await_all(deliveries).await?;
         // The checkpoint goes last, once every score and DLQ record was
         // acknowledged: a broker that shows aborted records (see
@@ -505,6 +560,45 @@ impl PairSink {
             deliveries.push((&self.checkpoints_topic, self.enqueue(record).await?));
         }
         await_all(deliveries).await
+    }
+
+    /// Member rows keyed (and partitioned) by cluster id, then a mark to
+    /// every partition: a partition's mark follows this cycle's rows there.
+    async fn send_features<'a>(
+        &'a self,
+        f: &'a FeaturesOut,
+        cycle: &Cycle,
+        deliveries: &mut Vec<(&'a String, DeliveryFuture)>,
+    ) -> Result<(), SinkError> {
+        use crate::cluster::{encode_feature, FeatureRecord};
+        let Some((through, final_)) = cycle.mark else {
+            return Ok(());
+        };
+        let record = |member| FeatureRecord {
+            group: f.group.clone(),
+            upstream_partition: self.partition,
+            upstream_partitions: f.upstream_partitions,
+            through,
+            final_,
+            member,
+        };
+        for m in &cycle.members {
+            let key = m.cluster_id();
+            let payload = encode_feature(&record(Some(m.clone())))?;
+            let r = FutureRecord::to(&f.topic)
+                .key(key.as_str())
+                .payload(payload.as_slice())
+                .partition(partition_of(key.as_bytes(), f.partitions));
+            deliveries.push((&f.topic, self.enqueue(r).await?));
+        }
+        let mark = encode_feature(&record(None))?;
+        for q in 0..f.partitions {
+            let r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&f.topic)
+                .payload(mark.as_slice())
+                .partition(q);
+            deliveries.push((&f.topic, self.enqueue(r).await?));
+        }
+        Ok(())
     }
 
     /// Queue one record, waiting for room when the local queue is full.
@@ -561,6 +655,7 @@ mod tests {
             event_count: 12,
             response_count: 11,
             revision: 0,
+            cluster_id: None,
         };
         let bytes = encode_score(&s).unwrap();
         let set = SchemaSet::builtin();

@@ -36,6 +36,10 @@ use crate::window::{PartitionWindows, Side, WindowSpec};
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error(transparent)]
+    ClusterModel(#[from] crate::cluster::model::ClusterModelError),
+    #[error(transparent)]
+    ClusterStage(#[from] crate::cluster::stage::StageError),
+    #[error(transparent)]
     Process(#[from] ProcessError),
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -64,6 +68,8 @@ pub enum WorkerError {
 #[derive(Debug, Clone, Default)]
 pub struct RunSummary {
     pub metrics: Metrics,
+    /// The cluster stage's counters, when this process ran it.
+    pub clusters: Option<crate::cluster::stage::StageMetrics>,
 }
 
 /// Live counters a caller can watch while a run works (progress bars).
@@ -97,14 +103,108 @@ pub async fn load_detector(cfg: &Config) -> Result<Detector, WorkerError> {
     Ok(detector)
 }
 
-/// [`run`], updating `progress` as it goes: the worker loop over Kafka.
+/// [`run`], updating `progress` as it goes: the stages `[clusters] stage`
+/// names. Both in one process: one after the other in a bounded run (the
+/// cluster stage then knows its input is complete), side by side live.
 pub async fn run_with_progress(
     cfg: &Config,
     shutdown: impl Future<Output = ()>,
     progress: &Progress,
 ) -> Result<RunSummary, WorkerError> {
+    use crate::cluster::stage::{run_clusters, StageOptions};
+    use crate::config::Stage;
+    use futures::FutureExt;
+    let stage = if cfg.clusters.enabled {
+        cfg.clusters.stage
+    } else {
+        Stage::Accounts
+    };
+    let model = if stage == Stage::Accounts {
+        None
+    } else {
+        Some(crate::cluster::ClusterModel::load(&cfg.clusters.model)?)
+    };
+    let options = |upstream_done| StageOptions {
+        exit_at_eof: cfg.worker.exit_at_eof,
+        upstream_done,
+    };
+    match (stage, model) {
+        (Stage::Clusters, Some(model)) => {
+            ensure_stage_topics(cfg, None).await?;
+            let clusters = run_clusters(cfg, &model, options(false), shutdown).await?;
+            Ok(RunSummary {
+                metrics: Metrics::default(),
+                clusters: Some(clusters),
+            })
+        }
+        (Stage::Both, Some(model)) if cfg.worker.exit_at_eof => {
+            let shutdown = shutdown.shared();
+            let metrics = run_accounts(cfg, shutdown.clone(), progress).await?;
+            let clusters = run_clusters(cfg, &model, options(true), shutdown).await?;
+            Ok(RunSummary {
+                metrics,
+                clusters: Some(clusters),
+            })
+        }
+        (Stage::Both, Some(model)) => {
+            let shutdown = shutdown.shared();
+            let (metrics, clusters) = tokio::join!(
+                run_accounts(cfg, shutdown.clone(), progress),
+                run_clusters(cfg, &model, options(false), shutdown)
+            );
+            Ok(RunSummary {
+                metrics: metrics?,
+                clusters: Some(clusters?),
+            })
+        }
+        _ => Ok(RunSummary {
+            metrics: run_accounts(cfg, shutdown, progress).await?,
+            clusters: None,
+        }),
+    }
+}
+
+/// The internal topics of the stages, created when missing (as Kafka
+/// Streams creates its internal topics): the checkpoint topic (compacted)
+/// and, with clusters on, the features and clusters topics, each with as
+/// many partitions as the input. Returns the checkpoint topic's partitions.
+async fn ensure_stage_topics(cfg: &Config, inputs: Option<usize>) -> Result<usize, WorkerError> {
+    let probe = EventSource::new(cfg, false)?;
+    let inputs = match inputs {
+        Some(n) => n,
+        None => probe.partitions(),
+    };
+    let mut specs = Vec::new();
+    let mut cp_partitions = probe.partition_count(&cfg.topics.checkpoints)?;
+    if cp_partitions == 0 {
+        tracing::info!(topic = %cfg.topics.checkpoints, partitions = inputs, "creating the checkpoint topic");
+        specs.push(TopicSpec::new(&cfg.topics.checkpoints, inputs as i32).compacted());
+        cp_partitions = inputs;
+    }
+    if cfg.clusters.enabled {
+        for topic in [&cfg.topics.features, &cfg.topics.clusters] {
+            if probe.partition_count(topic)? == 0 {
+                tracing::info!(topic = %topic, partitions = inputs, "creating topic");
+                specs.push(TopicSpec::new(topic, inputs as i32));
+            }
+        }
+    }
+    if !specs.is_empty() {
+        create_topics(&cfg.client_config(), &specs).await?;
+    }
+    Ok(cp_partitions)
+}
+
+/// The account stage: the worker loop over Kafka.
+pub async fn run_accounts(
+    cfg: &Config,
+    shutdown: impl Future<Output = ()>,
+    progress: &Progress,
+) -> Result<Metrics, WorkerError> {
     let started = Instant::now();
-    let detector = load_detector(cfg).await?;
+    let mut detector = load_detector(cfg).await?;
+    detector.publish_members =
+        cfg.clusters.enabled && cfg.clusters.stage != crate::config::Stage::Clusters;
     tracing::info!(
         jobs = detector.jobs.jobs.len(),
         window_ms = detector.jobs.window_ms,
@@ -114,15 +214,7 @@ pub async fn run_with_progress(
     );
     let source = EventSource::new(cfg, cfg.worker.exit_at_eof)?;
     let inputs = source.partitions();
-    let mut cp_partitions = source.partition_count(&cfg.topics.checkpoints)?;
-    if cp_partitions == 0 {
-        // The worker's own internal topic (as Kafka Streams creates its
-        // internal topics): compacted, as many partitions as the input.
-        tracing::info!(topic = %cfg.topics.checkpoints, partitions = inputs, "creating the checkpoint topic");
-        let spec = TopicSpec::new(&cfg.topics.checkpoints, inputs as i32).compacted();
-        create_topics(&cfg.client_config(), &[spec]).await?;
-        cp_partitions = inputs;
-    }
+    let cp_partitions = ensure_stage_topics(cfg, Some(inputs)).await?;
     if cfg.worker.delivery == Delivery::ExactlyOnce && cp_partitions < inputs {
         return Err(crate::checkpoint::CheckpointError::TooFewPartitions {
             topic: cfg.topics.checkpoints.clone(),
@@ -151,7 +243,7 @@ pub async fn run_with_progress(
         elapsed_s = started.elapsed().as_secs_f64(),
         "worker stopped: {metrics}"
     );
-    Ok(RunSummary { metrics })
+    Ok(metrics)
 }
 
 /// What one [`WorkerLoop::step`] ended with.
@@ -409,9 +501,20 @@ struct Pair<P> {
     dlq_since: Option<Instant>,
     /// Offsets last committed per side (from the checkpoint at first).
     committed: [Option<i64>; 2],
+    /// A final progress mark went to the cluster stage (bounded runs).
+    final_marked: bool,
 }
 
 impl<P> Pair<P> {
+    /// Read to its end with nothing open, held or kept: a bounded run's
+    /// last cycle of this pair.
+    fn drained(&self, flush: bool) -> bool {
+        flush
+            && self.windows.open_windows() == 0
+            && self.boundary.rollups.held_entries() == 0
+            && !self.windows.keeps_windows()
+    }
+
     /// Commit now? Closed windows always; DLQ records after
     /// `commit_interval`; at the end of input, anything not yet committed;
     /// when stopping, DLQ records (windows stay open).
@@ -421,6 +524,8 @@ impl<P> Pair<P> {
             .any(|s| self.windows.commit_offset(*s) != self.committed[s.idx()]);
         !self.pending.scores.is_empty()
             || !self.pending.rollups.is_empty()
+            || !self.pending.members.is_empty()
+            || (self.drained(flush) && !self.final_marked)
             || ((flush || stopping) && (!self.pending.dlq.is_empty() || moved))
             || self
                 .dlq_since
@@ -697,6 +802,7 @@ impl<P> State<P> {
                             pending: Cycle::default(),
                             dlq_since: None,
                             committed,
+                            final_marked: false,
                         },
                     );
                 }
@@ -806,6 +912,7 @@ impl<P> State<P> {
                 );
                 pair.pending.scores.append(&mut result.scores);
                 pair.pending.rollups.append(&mut result.rollup_records);
+                pair.pending.members.append(&mut result.members);
             }
         }
         Ok(())
@@ -827,6 +934,10 @@ impl<P> State<P> {
             }
             let mut offsets = Vec::new();
             let mut cycle = std::mem::take(&mut pair.pending);
+            let drained = pair.drained(flush);
+            if pair.windows.emitted_until() != i64::MIN {
+                cycle.mark = Some((pair.windows.emitted_until(), drained));
+            }
             for side in Side::BOTH {
                 let tp = (side, p);
                 if !self.assignment.contains(&tp) {
@@ -849,6 +960,7 @@ impl<P> State<P> {
                 pair.committed[side.idx()] = Some(o);
             }
             pair.dlq_since = None;
+            pair.final_marked = drained;
             self.metrics.commits += 1;
             tracing::debug!(
                 partition = p,

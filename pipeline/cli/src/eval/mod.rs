@@ -148,6 +148,40 @@ pub fn fault_checks(
         .collect()
 }
 
+/// Every cluster record as a JSON line, with what its members are by the
+/// ground truth (population or campaign style → count): what a cluster
+/// model is calibrated on.
+fn write_clusters(path: &Path, clusters: &[session::ClusterRow], truth: &[TruthRow]) -> Result<()> {
+    use std::collections::{BTreeMap, HashMap};
+    use std::io::Write;
+    let labels: HashMap<&str, &TruthRow> =
+        truth.iter().map(|t| (t.account_id.as_str(), t)).collect();
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    for c in clusters {
+        let mut composition: BTreeMap<String, usize> = BTreeMap::new();
+        for m in &c.members {
+            let group = labels
+                .get(m.as_str())
+                .map_or("unlabelled".to_string(), |t| {
+                    if t.label.is_campaign() {
+                        format!("campaign:{}", t.label.group)
+                    } else {
+                        t.label.group.clone()
+                    }
+                });
+            *composition.entry(group).or_default() += 1;
+        }
+        let line = serde_json::json!({
+            "cluster": c,
+            "composition": composition,
+        });
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
 fn command_line() -> String {
     std::env::args()
         .map(|a| {
@@ -273,6 +307,16 @@ pub async fn run(mut cfg: Config, args: &EvalArgs) -> Result<()> {
         origin.scores_topic
     );
     let (scores, versions) = session::read_scores(&cfg, &origin.scores_topic)?;
+    if cfg.clusters.enabled && args.scores_topic.is_none() {
+        let clusters = session::read_clusters(&cfg, &cfg.topics.clusters)?;
+        let path = args.out.join("clusters.jsonl");
+        write_clusters(&path, &clusters, &truth)?;
+        eprintln!(
+            "      {} cluster records: {}",
+            clusters.len(),
+            path.display()
+        );
+    }
     let report = build_report(&cfg, &truth, &scores, versions, origin, started)?;
     // With `--json -` stdout is for the JSON alone; the table goes to stderr.
     let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));

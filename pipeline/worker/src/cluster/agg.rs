@@ -1,0 +1,500 @@
+//! Cluster stage side: member rows → per (cluster key, window) aggregates
+//! → cluster features.
+//!
+//! Bounded memory: a key keeps at most `max_members` members per window.
+//! The member that would exceed it turns the key **broad** for that window:
+//! its members are dropped and never flagged, and only order-independent
+//! totals and a bottom-k sketch of the member ids (to estimate how many)
+//! are kept. Which members a window holds therefore never depends on the
+//! order rows arrive in, and a key shared by 100,000 accounts costs no more
+//! than one shared by `max_members`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::keys::MemberRow;
+
+/// Features a cluster window reports, in output order (sorted by name).
+pub const FEATURES: [&str; 11] = [
+    "activity_sync",
+    "discounted_signup_share",
+    "member_score_mean",
+    "members",
+    "requests_per_member",
+    "same_signup_day_share",
+    "template_overlap_share",
+    "total_requests",
+    "unverified_share",
+    "volume_gini",
+    "young_account_share",
+];
+
+/// Accounts younger than this count as young (days).
+pub const YOUNG_DAYS: f64 = 30.0;
+
+#[derive(Debug, Clone)]
+struct Member {
+    requests: i64,
+    minutes: Vec<u16>,
+    templates: BTreeSet<i64>,
+    age_days: Option<f64>,
+    signup_day: Option<i64>,
+    channel: Option<String>,
+    verified: bool,
+    own_score: f64,
+}
+
+/// Bottom-k sketch of 64-bit hashes: estimates a distinct count from the k
+/// smallest hashes, whatever order they were added in.
+#[derive(Debug, Clone, Default)]
+pub struct BottomK {
+    k: usize,
+    smallest: BTreeSet<u64>,
+}
+
+impl BottomK {
+    pub fn new(k: usize) -> Self {
+        BottomK {
+            k: k.max(2),
+            smallest: BTreeSet::new(),
+        }
+    }
+    pub fn add(&mut self, id: &str) {
+        let h = hash64(id.as_bytes());
+        if self.smallest.len() < self.k {
+            self.smallest.insert(h);
+        } else if let Some(&max) = self.smallest.last() {
+            if h < max && self.smallest.insert(h) {
+                self.smallest.pop_last();
+            }
+        }
+    }
+    pub fn estimate(&self) -> u64 {
+        if self.smallest.len() < self.k {
+            return self.smallest.len() as u64;
+        }
+        let kth = *self.smallest.last().expect("k > 0") as f64 / u64::MAX as f64;
+        ((self.k - 1) as f64 / kth).round() as u64
+    }
+}
+
+/// FNV-1a then the splitmix64 finaliser: stable across builds and
+/// platforms (the sketch's estimate is part of replayable output).
+pub fn hash64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// One cluster key in one window.
+#[derive(Debug, Clone)]
+pub struct KeyWindow {
+    members: BTreeMap<String, Member>,
+    pub broad: bool,
+    sketch: BottomK,
+    pub requests: i64,
+    pub rows: u64,
+}
+
+/// What a closed cluster window reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterFeatures {
+    pub kind: String,
+    pub key: String,
+    pub window_start: i64,
+    pub window_end: i64,
+    /// Sorted; empty when broad.
+    pub members: Vec<String>,
+    /// Requests of each member in the window, in `members` order.
+    pub member_requests: Vec<i64>,
+    pub member_count: u64,
+    pub broad: bool,
+    pub requests: i64,
+    /// Named as in [`FEATURES`].
+    pub features: Vec<(String, Option<f64>)>,
+}
+
+/// Limits of the aggregation.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub window_ms: i64,
+    pub max_members: usize,
+    pub sketch_size: usize,
+}
+
+/// Open cluster windows of one partition of the features topic.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterWindows {
+    /// By window start, then (kind, key).
+    windows: BTreeMap<i64, BTreeMap<(String, String), KeyWindow>>,
+    /// Oldest input offset of each open window's rows.
+    first_offset: BTreeMap<i64, i64>,
+}
+
+impl ClusterWindows {
+    /// Start of the cluster window a base window starting at `t` is in.
+    pub fn window_of(limits: &Limits, t: i64) -> i64 {
+        t.div_euclid(limits.window_ms) * limits.window_ms
+    }
+
+    pub fn add(&mut self, limits: &Limits, row: &MemberRow, offset: i64) {
+        let start = Self::window_of(limits, row.window_start);
+        let first = self.first_offset.entry(start).or_insert(offset);
+        *first = (*first).min(offset);
+        let minutes = (limits.window_ms / 60_000).max(1) as usize;
+        let kw = self
+            .windows
+            .entry(start)
+            .or_default()
+            .entry((row.kind.clone(), row.key.clone()))
+            .or_insert_with(|| KeyWindow {
+                members: BTreeMap::new(),
+                broad: false,
+                sketch: BottomK::new(limits.sketch_size),
+                requests: 0,
+                rows: 0,
+            });
+        kw.requests += row.requests;
+        kw.rows += 1;
+        kw.sketch.add(&row.account_id);
+        if kw.broad {
+            return;
+        }
+        if !kw.members.contains_key(&row.account_id) && kw.members.len() >= limits.max_members {
+            kw.broad = true;
+            kw.members = BTreeMap::new();
+            return;
+        }
+        let m = kw
+            .members
+            .entry(row.account_id.clone())
+            .or_insert_with(|| Member {
+                requests: 0,
+                minutes: vec![0; minutes],
+                templates: BTreeSet::new(),
+                age_days: row.account_age_days,
+                signup_day: row.signup_day,
+                channel: row.signup_channel.clone(),
+                verified: row.verified,
+                own_score: 0.0,
+            });
+        m.requests += row.requests;
+        let base = ((row.window_start - start) / 60_000).max(0) as usize;
+        for (i, c) in row.minute_counts.iter().enumerate() {
+            if let Some(slot) = m.minutes.get_mut(base + i) {
+                *slot = slot.saturating_add((*c).clamp(0, u16::MAX as i32) as u16);
+            }
+        }
+        m.templates.extend(row.templates.iter().copied());
+        m.own_score = m.own_score.max(row.own_score);
+    }
+
+    /// Starts of the open windows ending at or before `through`.
+    pub fn closable(&self, limits: &Limits, through: i64) -> Vec<i64> {
+        self.windows
+            .keys()
+            .copied()
+            .filter(|s| s + limits.window_ms <= through)
+            .collect()
+    }
+
+    pub fn starts(&self) -> Vec<i64> {
+        self.windows.keys().copied().collect()
+    }
+
+    /// Remove the window starting at `start` and compute its clusters,
+    /// sorted by (kind, key). Keys with fewer than `min_members` members
+    /// are dropped (a single account is not a cluster).
+    pub fn close(
+        &mut self,
+        limits: &Limits,
+        start: i64,
+        min_members: usize,
+    ) -> Vec<ClusterFeatures> {
+        self.first_offset.remove(&start);
+        let Some(keys) = self.windows.remove(&start) else {
+            return Vec::new();
+        };
+        keys.into_iter()
+            .filter(|(_, kw)| kw.broad || kw.members.len() >= min_members.max(2))
+            .map(|((kind, key), kw)| features(kind, key, start, start + limits.window_ms, kw))
+            .collect()
+    }
+
+    /// Oldest input offset an open window holds.
+    pub fn oldest_offset(&self) -> Option<i64> {
+        self.first_offset.values().copied().min()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty()
+    }
+
+    /// Members held over all open windows and keys.
+    pub fn held_members(&self) -> usize {
+        self.windows
+            .values()
+            .flat_map(|k| k.values())
+            .map(|kw| kw.members.len())
+            .sum()
+    }
+
+    /// Approximate heap bytes held: what the memory benchmark reports.
+    pub fn held_bytes(&self) -> usize {
+        let mut total = 0;
+        for keys in self.windows.values() {
+            for ((kind, key), kw) in keys {
+                total += kind.len() + key.len() + std::mem::size_of::<KeyWindow>() + 64;
+                total += kw.sketch.smallest.len() * 40;
+                for (id, m) in &kw.members {
+                    total += id.len()
+                        + std::mem::size_of::<Member>()
+                        + m.minutes.len() * 2
+                        + m.templates.len() * 40
+                        + m.channel.as_ref().map_or(0, |c| c.len())
+                        + 64;
+                }
+            }
+        }
+        total
+    }
+}
+
+/// Gini coefficient of non-negative values: 0 when all are equal, towards
+/// 1 when one holds everything.
+pub fn gini(values: &[f64]) -> Option<f64> {
+    let n = values.len();
+    let sum: f64 = values.iter().sum();
+    if n < 2 || sum <= 0.0 {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let weighted: f64 = v
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (i as f64 + 1.0) * x)
+        .sum();
+    Some((2.0 * weighted / (n as f64 * sum) - (n as f64 + 1.0) / n as f64).max(0.0))
+}
+
+/// Mean over members of the Pearson correlation between the member's
+/// per-minute requests and the rest of the cluster's: near 0 for accounts
+/// acting independently, high when they start, stop and burst together.
+pub fn activity_sync(series: &[&[u16]]) -> Option<f64> {
+    if series.len() < 3 {
+        return None;
+    }
+    let len = series[0].len();
+    let total: Vec<f64> = (0..len)
+        .map(|i| series.iter().map(|s| f64::from(s[i])).sum())
+        .collect();
+    let mut sum = 0.0;
+    let mut n = 0usize;
+    for s in series {
+        let x: Vec<f64> = s.iter().map(|v| f64::from(*v)).collect();
+        let y: Vec<f64> = total.iter().zip(&x).map(|(t, v)| t - v).collect();
+        if let Some(r) = pearson(&x, &y) {
+            sum += r;
+            n += 1;
+        }
+    }
+    (n > 0).then(|| sum / n as f64)
+}
+
+fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
+}
+
+fn share(n: usize, of: usize) -> Option<f64> {
+    (of > 0).then(|| n as f64 / of as f64)
+}
+
+fn features(kind: String, key: String, start: i64, end: i64, kw: KeyWindow) -> ClusterFeatures {
+    let mut f: BTreeMap<&str, Option<f64>> = FEATURES.iter().map(|n| (*n, None)).collect();
+    f.insert("total_requests", Some(kw.requests as f64));
+    let member_count = if kw.broad {
+        kw.sketch.estimate()
+    } else {
+        kw.members.len() as u64
+    };
+    f.insert("members", Some(member_count as f64));
+    if !kw.broad {
+        let ms: Vec<&Member> = kw.members.values().collect();
+        let n = ms.len();
+        let volumes: Vec<f64> = ms.iter().map(|m| m.requests as f64).collect();
+        f.insert("requests_per_member", share(kw.requests as usize, n));
+        f.insert("volume_gini", gini(&volumes));
+        let series: Vec<&[u16]> = ms.iter().map(|m| m.minutes.as_slice()).collect();
+        f.insert("activity_sync", activity_sync(&series));
+        let mut users: BTreeMap<i64, usize> = BTreeMap::new();
+        for m in &ms {
+            for t in &m.templates {
+                *users.entry(*t).or_default() += 1;
+            }
+        }
+        let overlapping = ms
+            .iter()
+            .filter(|m| m.templates.iter().any(|t| users[t] >= 2))
+            .count();
+        let with_templates = ms.iter().filter(|m| !m.templates.is_empty()).count();
+        f.insert("template_overlap_share", share(overlapping, with_templates));
+        let aged: Vec<f64> = ms.iter().filter_map(|m| m.age_days).collect();
+        let young = aged.iter().filter(|a| **a < YOUNG_DAYS).count();
+        f.insert("young_account_share", share(young, aged.len()));
+        let unverified = ms.iter().filter(|m| !m.verified).count();
+        f.insert("unverified_share", share(unverified, n));
+        let mut days: BTreeMap<i64, usize> = BTreeMap::new();
+        for d in ms.iter().filter_map(|m| m.signup_day) {
+            *days.entry(d).or_default() += 1;
+        }
+        let known_days: usize = days.values().sum();
+        let top_day = days.values().copied().max().unwrap_or(0);
+        f.insert("same_signup_day_share", share(top_day, known_days));
+        let channels: Vec<&str> = ms.iter().filter_map(|m| m.channel.as_deref()).collect();
+        let discounted = channels
+            .iter()
+            .filter(|c| matches!(**c, "education" | "research" | "startup"))
+            .count();
+        f.insert("discounted_signup_share", share(discounted, channels.len()));
+        let mean_score = ms.iter().map(|m| m.own_score).sum::<f64>() / n.max(1) as f64;
+        f.insert("member_score_mean", (n > 0).then_some(mean_score));
+    }
+    ClusterFeatures {
+        kind,
+        key,
+        window_start: start,
+        window_end: end,
+        member_requests: kw.members.values().map(|m| m.requests).collect(),
+        members: kw.members.into_keys().collect(),
+        member_count,
+        broad: kw.broad,
+        requests: kw.requests,
+        features: f
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.filter(|x| x.is_finite())))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(account: &str, key: &str, start: i64, requests: i64, minute: usize) -> MemberRow {
+        let mut minute_counts = vec![0; 10];
+        minute_counts[minute] = requests as i32;
+        MemberRow {
+            kind: "ip_prefix".into(),
+            key: key.into(),
+            account_id: account.into(),
+            window_start: start,
+            window_end: start + 600_000,
+            requests,
+            output_tokens: 0,
+            minute_counts,
+            templates: vec![7],
+            account_age_days: Some(3.0),
+            signup_day: Some(20_000),
+            signup_channel: Some("education".into()),
+            verified: false,
+            own_score: 0.2,
+        }
+    }
+
+    const LIMITS: Limits = Limits {
+        window_ms: 3_600_000,
+        max_members: 50,
+        sketch_size: 64,
+    };
+
+    #[test]
+    fn gini_is_zero_for_equal_and_high_for_skewed() {
+        assert_eq!(gini(&[3.0, 3.0, 3.0]), Some(0.0));
+        let g = gini(&[0.0, 0.0, 0.0, 10.0]).unwrap();
+        assert!((g - 0.75).abs() < 1e-12, "{g}");
+        assert_eq!(gini(&[1.0]), None);
+    }
+
+    #[test]
+    fn sync_sees_members_moving_together() {
+        let a: Vec<u16> = vec![5, 0, 5, 0, 5, 0];
+        let b: Vec<u16> = vec![4, 0, 4, 0, 4, 0];
+        let c: Vec<u16> = vec![6, 0, 6, 0, 6, 0];
+        let s = activity_sync(&[&a, &b, &c]).unwrap();
+        assert!(s > 0.99, "{s}");
+        let d: Vec<u16> = vec![0, 5, 0, 5, 0, 5];
+        let s = activity_sync(&[&a, &b, &d]).unwrap();
+        assert!(s < 0.5, "{s}");
+    }
+
+    #[test]
+    fn rows_of_an_hour_form_one_window_in_any_order() {
+        let rows: Vec<MemberRow> = (0..6)
+            .flat_map(|w| {
+                (0..4).map(move |a| row(&format!("acct-{a}"), "10.0.0.0/24", w * 600_000, 2, a))
+            })
+            .collect();
+        let mut forward = ClusterWindows::default();
+        for (i, r) in rows.iter().enumerate() {
+            forward.add(&LIMITS, r, i as i64);
+        }
+        let mut backward = ClusterWindows::default();
+        for (i, r) in rows.iter().enumerate().rev() {
+            backward.add(&LIMITS, r, i as i64);
+        }
+        assert_eq!(forward.closable(&LIMITS, 3_599_999), Vec::<i64>::new());
+        assert_eq!(forward.closable(&LIMITS, 3_600_000), vec![0]);
+        assert_eq!(forward.oldest_offset(), Some(0));
+        let a = forward.close(&LIMITS, 0, 3);
+        let b = backward.close(&LIMITS, 0, 3);
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 1);
+        let c = &a[0];
+        assert_eq!(c.members, vec!["acct-0", "acct-1", "acct-2", "acct-3"]);
+        assert_eq!(c.requests, 48);
+        let get = |n: &str| c.features.iter().find(|(k, _)| k == n).unwrap().1;
+        assert_eq!(get("volume_gini"), Some(0.0));
+        assert_eq!(get("template_overlap_share"), Some(1.0));
+        assert_eq!(get("young_account_share"), Some(1.0));
+        assert_eq!(get("requests_per_member"), Some(12.0));
+        assert!(forward.is_empty());
+    }
+
+    #[test]
+    fn a_key_shared_by_too_many_turns_broad_and_drops_its_members() {
+        let mut w = ClusterWindows::default();
+        for a in 0..10_000 {
+            w.add(&LIMITS, &row(&format!("acct-{a}"), "ua", 0, 1, 0), a);
+        }
+        assert_eq!(w.held_members(), 0);
+        assert!(w.held_bytes() < 20_000, "{}", w.held_bytes());
+        let out = w.close(&LIMITS, 0, 3);
+        assert!(out[0].broad);
+        assert!(out[0].members.is_empty());
+        let est = out[0].member_count as f64;
+        assert!((est - 10_000.0).abs() / 10_000.0 < 0.3, "{est}");
+    }
+
+    #[test]
+    fn small_keys_are_not_clusters() {
+        let mut w = ClusterWindows::default();
+        w.add(&LIMITS, &row("a", "k", 0, 1, 0), 0);
+        w.add(&LIMITS, &row("b", "k", 0, 1, 0), 1);
+        assert!(w.close(&LIMITS, 0, 3).is_empty());
+    }
+}
