@@ -148,6 +148,56 @@ pub fn fault_checks(
         .collect()
 }
 
+/// One line per labelled account: its label, highest score, when it was
+/// first flagged at `high`, and the reasons of its highest-scoring record
+/// (with the cluster that record came from, for a member score).
+fn write_accounts(path: &Path, scores: &[ScoreRow], truth: &[TruthRow]) -> Result<()> {
+    use std::io::Write;
+    let summaries = summarise(scores);
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    writeln!(
+        out,
+        "account_id,label,group,first_request_ms,max_score,level,first_high_end_ms,top_window_start,top_reasons"
+    )?;
+    for t in truth {
+        let s = summaries.get(&t.account_id);
+        let reasons = s
+            .map(|s| {
+                s.top
+                    .reasons
+                    .iter()
+                    .map(|(f, v, c)| format!("{f}={v:.3}:{c:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{}",
+            t.account_id,
+            if t.label.is_campaign() {
+                "campaign"
+            } else {
+                "benign"
+            },
+            t.label.group,
+            t.first_request_ms
+                .map(|x| x.to_string())
+                .unwrap_or_default(),
+            s.map_or(String::new(), |s| format!("{:.4}", s.max_score)),
+            s.map_or("", |s| s.top.level.as_str()),
+            s.and_then(|s| s.first_end_at[2])
+                .map(|x| x.to_string())
+                .unwrap_or_default(),
+            s.map_or(String::new(), |s| s.top.window_start.to_string()),
+            reasons
+        )?;
+    }
+    Ok(())
+}
+
 /// Every cluster record as a JSON line, with what its members are by the
 /// ground truth (population or campaign style → count): what a cluster
 /// model is calibrated on.
@@ -318,6 +368,8 @@ pub async fn run(mut cfg: Config, args: &EvalArgs) -> Result<()> {
         );
     }
     let report = build_report(&cfg, &truth, &scores, versions, origin, started)?;
+    let accounts_at = args.out.join("accounts.csv");
+    write_accounts(&accounts_at, &scores, &truth)?;
     // With `--json -` stdout is for the JSON alone; the table goes to stderr.
     let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
     let say = |text: String| {

@@ -113,6 +113,9 @@ pub struct ClusterFeatures {
     pub members: Vec<String>,
     /// Requests of each member in the window, in `members` order.
     pub member_requests: Vec<i64>,
+    /// Whether each member is typical of the cluster (see [`CONSENSUS`]):
+    /// only typical members of a flagged cluster get a member score.
+    pub typical: Vec<bool>,
     pub member_count: u64,
     pub broad: bool,
     pub requests: i64,
@@ -324,6 +327,12 @@ fn share(n: usize, of: usize) -> Option<f64> {
     (of > 0).then(|| n as f64 / of as f64)
 }
 
+/// Share of members an attribute must hold to be the cluster's consensus.
+pub const CONSENSUS: f64 = 0.8;
+/// A typical member sends at most this many times the median member's
+/// requests.
+pub const VOLUME_SPREAD: f64 = 10.0;
+
 fn features(kind: String, key: String, start: i64, end: i64, kw: KeyWindow) -> ClusterFeatures {
     let mut f: BTreeMap<&str, Option<f64>> = FEATURES.iter().map(|n| (*n, None)).collect();
     f.insert("total_requests", Some(kw.requests as f64));
@@ -333,6 +342,7 @@ fn features(kind: String, key: String, start: i64, end: i64, kw: KeyWindow) -> C
         kw.members.len() as u64
     };
     f.insert("members", Some(member_count as f64));
+    let mut typical = Vec::new();
     if !kw.broad {
         let ms: Vec<&Member> = kw.members.values().collect();
         let n = ms.len();
@@ -341,21 +351,27 @@ fn features(kind: String, key: String, start: i64, end: i64, kw: KeyWindow) -> C
         f.insert("volume_gini", gini(&volumes));
         let series: Vec<&[u16]> = ms.iter().map(|m| m.minutes.as_slice()).collect();
         f.insert("activity_sync", activity_sync(&series));
+        // A template cluster's own template is shared by definition: the
+        // overlap that says something is in the members' other templates.
+        let own_template: Option<i64> = (kind == "template").then(|| key.parse().ok()).flatten();
         let mut users: BTreeMap<i64, usize> = BTreeMap::new();
         for m in &ms {
-            for t in &m.templates {
+            for t in m.templates.iter().filter(|t| Some(**t) != own_template) {
                 *users.entry(*t).or_default() += 1;
             }
         }
-        let overlapping = ms
-            .iter()
-            .filter(|m| m.templates.iter().any(|t| users[t] >= 2))
-            .count();
+        let overlaps = |m: &Member| {
+            m.templates
+                .iter()
+                .any(|t| Some(*t) != own_template && users[t] >= 2)
+        };
         let with_templates = ms.iter().filter(|m| !m.templates.is_empty()).count();
+        let overlapping = ms.iter().filter(|m| overlaps(m)).count();
         f.insert("template_overlap_share", share(overlapping, with_templates));
-        let aged: Vec<f64> = ms.iter().filter_map(|m| m.age_days).collect();
-        let young = aged.iter().filter(|a| **a < YOUNG_DAYS).count();
-        f.insert("young_account_share", share(young, aged.len()));
+        let young = |m: &Member| m.age_days.map(|a| a < YOUNG_DAYS);
+        let aged = ms.iter().filter(|m| young(m).is_some()).count();
+        let young_n = ms.iter().filter(|m| young(m) == Some(true)).count();
+        f.insert("young_account_share", share(young_n, aged));
         let unverified = ms.iter().filter(|m| !m.verified).count();
         f.insert("unverified_share", share(unverified, n));
         let mut days: BTreeMap<i64, usize> = BTreeMap::new();
@@ -363,16 +379,52 @@ fn features(kind: String, key: String, start: i64, end: i64, kw: KeyWindow) -> C
             *days.entry(d).or_default() += 1;
         }
         let known_days: usize = days.values().sum();
-        let top_day = days.values().copied().max().unwrap_or(0);
-        f.insert("same_signup_day_share", share(top_day, known_days));
-        let channels: Vec<&str> = ms.iter().filter_map(|m| m.channel.as_deref()).collect();
-        let discounted = channels
+        // Most common day; ties to the earliest, so it is order-independent.
+        let top_day = days
             .iter()
-            .filter(|c| matches!(**c, "education" | "research" | "startup"))
-            .count();
-        f.insert("discounted_signup_share", share(discounted, channels.len()));
+            .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+            .map(|(d, c)| (*d, *c));
+        f.insert(
+            "same_signup_day_share",
+            share(top_day.map_or(0, |t| t.1), known_days),
+        );
+        let discounted = |m: &Member| {
+            m.channel
+                .as_deref()
+                .map(|c| matches!(c, "education" | "research" | "startup"))
+        };
+        let channels = ms.iter().filter(|m| discounted(m).is_some()).count();
+        let discounted_n = ms.iter().filter(|m| discounted(m) == Some(true)).count();
+        f.insert("discounted_signup_share", share(discounted_n, channels));
         let mean_score = ms.iter().map(|m| m.own_score).sum::<f64>() / n.max(1) as f64;
         f.insert("member_score_mean", (n > 0).then_some(mean_score));
+        // Typical members: those holding every attribute most members
+        // share, and not far less suspicious on their own than the mean.
+        // Only they receive the cluster's risk: an ordinary account that
+        // merely shares a sign-up day or an address with a hydra does not.
+        let consensus = |count: usize, of: usize| of > 0 && count as f64 >= CONSENSUS * of as f64;
+        let need_young = consensus(young_n, aged);
+        let need_unverified = consensus(unverified, n);
+        let need_discounted = consensus(discounted_n, channels);
+        let need_overlap = consensus(overlapping, with_templates);
+        let need_day = consensus(top_day.map_or(0, |t| t.1), known_days);
+        let mut sorted = volumes.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[n / 2];
+        typical = ms
+            .iter()
+            .map(|m| {
+                (!need_young || young(m) == Some(true))
+                    && (!need_unverified || !m.verified)
+                    && (!need_discounted || discounted(m) == Some(true))
+                    && (!need_overlap || overlaps(m))
+                    && (!need_day || m.signup_day == top_day.map(|t| t.0))
+                    && m.own_score >= 0.5 * mean_score
+                    // A load-balanced cluster's members send alike; one far
+                    // busier (a reseller behind a shared client) is not one.
+                    && (m.requests as f64) <= VOLUME_SPREAD * median
+            })
+            .collect();
     }
     ClusterFeatures {
         kind,
@@ -381,6 +433,7 @@ fn features(kind: String, key: String, start: i64, end: i64, kw: KeyWindow) -> C
         window_end: end,
         member_requests: kw.members.values().map(|m| m.requests).collect(),
         members: kw.members.into_keys().collect(),
+        typical,
         member_count,
         broad: kw.broad,
         requests: kw.requests,
@@ -488,6 +541,31 @@ mod tests {
         assert!(out[0].members.is_empty());
         let est = out[0].member_count as f64;
         assert!((est - 10_000.0).abs() / 10_000.0 < 0.3, "{est}");
+    }
+
+    #[test]
+    fn only_members_like_the_rest_are_typical() {
+        let mut w = ClusterWindows::default();
+        for a in 0..8 {
+            w.add(&LIMITS, &row(&format!("hydra-{a}"), "k", 0, 2, a), a as i64);
+        }
+        // Shares the address but is old and verified: not like the rest.
+        let mut bystander = row("old-user", "k", 0, 2, 0);
+        bystander.account_age_days = Some(900.0);
+        bystander.verified = true;
+        w.add(&LIMITS, &bystander, 20);
+        // Like the rest, but sends 30 times as much (a reseller).
+        w.add(&LIMITS, &row("reseller", "k", 0, 60, 0), 21);
+        let c = &w.close(&LIMITS, 0, 3)[0];
+        let typical: Vec<&str> = c
+            .members
+            .iter()
+            .zip(&c.typical)
+            .filter(|(_, t)| **t)
+            .map(|(m, _)| m.as_str())
+            .collect();
+        assert_eq!(typical.len(), 8, "{typical:?}");
+        assert!(typical.iter().all(|m| m.starts_with("hydra-")));
     }
 
     #[test]

@@ -35,6 +35,8 @@ struct File {
     sketch_size: usize,
     #[serde(default = "default_member_level")]
     member_scores_from: String,
+    #[serde(default = "default_member_kinds")]
+    member_kinds: Vec<String>,
     levels: Levels,
     #[serde(rename = "rule")]
     rules: Vec<FeatureRule>,
@@ -44,7 +46,14 @@ fn default_sketch() -> usize {
     256
 }
 fn default_member_level() -> String {
-    "elevated".into()
+    "high".into()
+}
+fn default_member_kinds() -> Vec<String> {
+    super::keys::KINDS
+        .iter()
+        .filter(|k| **k != "signup")
+        .map(|k| k.to_string())
+        .collect()
 }
 
 /// A loaded cluster model.
@@ -55,6 +64,8 @@ pub struct ClusterModel {
     pub min_members: usize,
     /// Members of a cluster at this level or above get a member score.
     pub member_level: Level,
+    /// Cluster kinds whose members get member scores.
+    pub member_kinds: Vec<String>,
 }
 
 /// One cluster window, scored.
@@ -106,6 +117,16 @@ impl ClusterModel {
                 f.member_scores_from
             ))
         })?;
+        if let Some(k) = f
+            .member_kinds
+            .iter()
+            .find(|k| !super::keys::KINDS.contains(&k.as_str()))
+        {
+            return Err(invalid(format!(
+                "member_kinds: no cluster kind {k:?} (kinds: {:?})",
+                super::keys::KINDS
+            )));
+        }
         let scoring = ScoringModel {
             model_version: f.model_version,
             top_reasons: f.top_reasons,
@@ -133,6 +154,7 @@ impl ClusterModel {
             },
             min_members: f.min_members,
             member_level,
+            member_kinds: f.member_kinds,
         })
     }
 
@@ -154,9 +176,12 @@ impl ClusterModel {
     }
 
     /// The member scores of a cluster at `member_level` or above: one per
-    /// member, carrying the cluster's score, level and reasons.
-    pub fn member_scores(&self, risk: &ClusterRisk, member_requests: &[i64]) -> Vec<RiskScore> {
-        if risk.level < self.member_level || risk.cluster.broad {
+    /// typical member, carrying the cluster's score, level and reasons.
+    pub fn member_scores(&self, risk: &ClusterRisk) -> Vec<RiskScore> {
+        if risk.level < self.member_level
+            || risk.cluster.broad
+            || !self.member_kinds.contains(&risk.cluster.kind)
+        {
             return Vec::new();
         }
         let id = risk.cluster_id();
@@ -174,10 +199,11 @@ impl ClusterModel {
             .iter()
             .map(|(n, v)| (format!("{MEMBER_PREFIX}{n}"), *v))
             .collect();
-        risk.cluster
-            .members
+        let c = &risk.cluster;
+        c.members
             .iter()
             .enumerate()
+            .filter(|(i, _)| c.typical.get(*i).copied().unwrap_or(false))
             .map(|(i, account)| RiskScore {
                 account_id: account.clone(),
                 window_start: risk.cluster.window_start,
@@ -187,7 +213,7 @@ impl ClusterModel {
                 reasons: reasons.clone(),
                 features: features.clone(),
                 model_version: risk.model_version.clone(),
-                event_count: member_requests.get(i).copied().unwrap_or(0),
+                event_count: c.member_requests.get(i).copied().unwrap_or(0),
                 response_count: 0,
                 revision: 0,
                 cluster_id: Some(id.clone()),

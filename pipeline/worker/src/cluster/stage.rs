@@ -534,9 +534,8 @@ impl Stage<'_> {
             let mut members = Vec::new();
             for start in &starts {
                 for c in part.windows.close(&limits, *start, self.model.min_members) {
-                    let requests = c.member_requests.clone();
                     let risk = self.model.score(c);
-                    members.extend(self.model.member_scores(&risk, &requests));
+                    members.extend(self.model.member_scores(&risk));
                     risks.push(risk);
                 }
                 part.state.closed = part.state.closed.max(start + limits.window_ms);
