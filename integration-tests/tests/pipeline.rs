@@ -225,7 +225,8 @@ async fn labelled_traffic_with_faults_is_counted_scored_once_and_replays_identic
         .await
         .unwrap();
 
-    let m = run_worker(&cfg).await.unwrap().metrics;
+    let summary = run_worker(&cfg).await.unwrap();
+    let m = summary.metrics.clone();
     assert_eq!(
         m.rejected_total() + m.late_revising,
         inj.late_events(),
@@ -256,8 +257,30 @@ async fn labelled_traffic_with_faults_is_counted_scored_once_and_replays_identic
     let schema = avsc("RiskScore");
     let id = schema_id("RiskScore");
     let live = read_all(&cfg.topics.scores);
-    let scores: Vec<Score> = live.iter().map(|m| decode_score(m, &schema, id)).collect();
+    let all: Vec<Score> = live.iter().map(|m| decode_score(m, &schema, id)).collect();
+    // The account stage's own scores; member scores (cluster_id set) come
+    // from the cluster stage and are checked against its counters.
+    let scores: Vec<Score> = all
+        .iter()
+        .filter(|s| s.cluster_id.is_none())
+        .cloned()
+        .collect();
+    let stage = summary.clusters.expect("the cluster stage ran");
     assert_eq!(scores.len() as u64, m.scores_emitted);
+    assert_eq!(
+        (all.len() - scores.len()) as u64,
+        stage.member_scores,
+        "{stage}"
+    );
+    assert!(
+        stage.member_rows > 0 && stage.clusters_emitted > 0,
+        "{stage}"
+    );
+    assert_eq!(
+        stage.foreign_rows + stage.undecodable + stage.rows_after_close,
+        0,
+        "{stage}"
+    );
     let total_events: i64 = scores
         .iter()
         .filter(|s| s.revision == 0)
@@ -280,14 +303,33 @@ async fn labelled_traffic_with_faults_is_counted_scored_once_and_replays_identic
     }
 
     // Replay: a second worker (another group) over the same topics writes
-    // byte-identical score values for every (account, window).
+    // byte-identical score values for every (account, window), and the
+    // same cluster records. It shares the features topic with the live
+    // group: its cluster stage must read only its own group's rows.
     let mut replay = cfg.clone();
     replay.kafka.group_id = unique_name("e2e-replay-group");
     replay.topics.scores = unique_name("e2e-replay-scores");
-    create_topics(&client_config(), &[scores_spec(&replay)])
-        .await
-        .unwrap();
-    run_worker(&replay).await.unwrap();
+    replay.topics.clusters = unique_name("e2e-replay-clusters");
+    create_topics(
+        &client_config(),
+        &[
+            scores_spec(&replay),
+            TopicSpec::new(&replay.topics.clusters, 4),
+        ],
+    )
+    .await
+    .unwrap();
+    let replayed = run_worker(&replay).await.unwrap();
+    let replay_stage = replayed.clusters.expect("the cluster stage ran");
+    assert!(
+        replay_stage.foreign_rows > 0,
+        "the live group's rows are skipped: {replay_stage}"
+    );
+    assert_eq!(
+        records(&read_all(&cfg.topics.clusters)),
+        records(&read_all(&replay.topics.clusters)),
+        "replayed cluster records differ from live ones"
+    );
     let windows: BTreeSet<(String, i64, i32)> = scores
         .iter()
         .map(|s| (s.account.clone(), s.window_start, s.revision))
@@ -1168,6 +1210,9 @@ fn decode_cluster(m: &OwnedMessage, schema: &Schema) -> Cluster {
 
 const DAY: i64 = 86_400_000;
 
+/// A request to send: (event time, account, request id, extra fields).
+type Planned = (i64, String, String, Vec<(&'static str, Value)>);
+
 /// Thirty accounts behind one proxy prefix and client, signed up the same
 /// day through the education path, sending a shared set of templates, each
 /// only once every ten minutes: none reaches `high` on its own. The cluster
@@ -1214,8 +1259,7 @@ async fn a_hydra_below_every_account_threshold_is_flagged_as_a_cluster() {
         );
         send(&producer, &cfg.topics.accounts, Some(a), account, T0).await;
     }
-    // (event time, account, request id, extra request fields)
-    let mut requests: Vec<(i64, String, String, Vec<(&str, Value)>)> = Vec::new();
+    let mut requests: Vec<Planned> = Vec::new();
     for (i, a) in hydra.iter().enumerate() {
         for k in 0..12i64 {
             requests.push((

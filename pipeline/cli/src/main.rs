@@ -152,6 +152,18 @@ async fn jobs(cfg: &Config, action: &JobsAction) -> Result<()> {
                 d.model_version,
                 d.model.rules.len()
             );
+            if cfg.clusters.enabled {
+                let m = distill_watch::cluster::ClusterModel::load(&cfg.clusters.model)?;
+                println!(
+                    "cluster model {} ({}): {} rules over {} windows, clusters of {} to {} accounts",
+                    m.scoring.model_version,
+                    cfg.clusters.model.display(),
+                    m.scoring.rules.len(),
+                    distill_watch::config::format_duration_ms(m.limits.window_ms),
+                    m.min_members,
+                    m.limits.max_members
+                );
+            }
             Ok(())
         }
         JobsAction::Explain { name } => {

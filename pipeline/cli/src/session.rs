@@ -273,6 +273,11 @@ fn score_row(v: Value) -> Result<(ScoreRow, String)> {
         },
         level: string(get("level")),
         reasons,
+        event_count: match get("event_count") {
+            Some(Value::Long(n)) => *n,
+            _ => 0,
+        },
+        member: matches!(get("cluster_id"), Some(Value::Union(1, _))),
     };
     Ok((row, string(get("model_version"))))
 }

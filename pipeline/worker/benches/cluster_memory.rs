@@ -37,7 +37,7 @@ fn row(account: u64, kind: &str, key: String, window: i64) -> MemberRow {
         account_age_days: Some(100.0 + (account % 900) as f64),
         signup_day: Some(19_000 + (account % 1000) as i64),
         signup_channel: Some("web".into()),
-        verified: account % 3 == 0,
+        verified: account.is_multiple_of(3),
         own_score: 0.05,
     }
 }

@@ -169,13 +169,21 @@ pub async fn run_with_progress(
 /// and, with clusters on, the features and clusters topics, each with as
 /// many partitions as the input. Returns the checkpoint topic's partitions.
 async fn ensure_stage_topics(cfg: &Config, inputs: Option<usize>) -> Result<usize, WorkerError> {
-    let probe = EventSource::new(cfg, false)?;
-    let inputs = match inputs {
-        Some(n) => n,
-        None => probe.partitions(),
+    // A consumer outside any group, for metadata only: one that subscribed
+    // would join (and rebalance) the workers' group.
+    let probe: rdkafka::consumer::BaseConsumer = cfg.client_config().create()?;
+    let md = tokio::task::block_in_place(|| {
+        rdkafka::consumer::Consumer::fetch_metadata(&probe, None, Duration::from_secs(10))
+    })?;
+    let count = |topic: &str| {
+        md.topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map_or(0, |t| t.partitions().len())
     };
+    let inputs = inputs.unwrap_or_else(|| count(&cfg.topics.requests)).max(1);
     let mut specs = Vec::new();
-    let mut cp_partitions = probe.partition_count(&cfg.topics.checkpoints)?;
+    let mut cp_partitions = count(&cfg.topics.checkpoints);
     if cp_partitions == 0 {
         tracing::info!(topic = %cfg.topics.checkpoints, partitions = inputs, "creating the checkpoint topic");
         specs.push(TopicSpec::new(&cfg.topics.checkpoints, inputs as i32).compacted());
@@ -183,7 +191,7 @@ async fn ensure_stage_topics(cfg: &Config, inputs: Option<usize>) -> Result<usiz
     }
     if cfg.clusters.enabled {
         for topic in [&cfg.topics.features, &cfg.topics.clusters] {
-            if probe.partition_count(topic)? == 0 {
+            if count(topic) == 0 {
                 tracing::info!(topic = %topic, partitions = inputs, "creating topic");
                 specs.push(TopicSpec::new(topic, inputs as i32));
             }

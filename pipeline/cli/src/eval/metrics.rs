@@ -41,6 +41,11 @@ pub struct ScoreRow {
     pub level: String,
     /// (feature, value, contribution), largest contribution first.
     pub reasons: Vec<(String, f64, f64)>,
+    /// Requests of the account in the window (own scores; a member score
+    /// carries the member's requests in the cluster window).
+    pub event_count: i64,
+    /// A member score (it names a cluster).
+    pub member: bool,
 }
 
 /// One account's scores, summarised.
@@ -56,6 +61,18 @@ pub struct AccountSummary {
     pub first_end_at: [Option<i64>; 4],
     /// Windows at each level or above, by level rank.
     pub windows_at: [usize; 4],
+    /// Requests over the account's own scores, and the distinct UTC hours
+    /// they fell in: its rate when active.
+    pub requests: i64,
+    pub active_hours: BTreeSet<i64>,
+}
+
+impl AccountSummary {
+    /// Requests per active hour.
+    pub fn rate_per_hour(&self) -> Option<f64> {
+        (!self.active_hours.is_empty())
+            .then(|| self.requests as f64 / self.active_hours.len() as f64)
+    }
 }
 
 /// Per-account summaries of a set of scores.
@@ -72,8 +89,14 @@ pub fn summarise(scores: &[ScoreRow]) -> BTreeMap<String, AccountSummary> {
                 first_window_start: s.window_start,
                 first_end_at: [None; 4],
                 windows_at: [0; 4],
+                requests: 0,
+                active_hours: BTreeSet::new(),
             });
         e.windows += 1;
+        if !s.member && s.event_count > 0 {
+            e.requests += s.event_count;
+            e.active_hours.insert(s.window_start.div_euclid(3_600_000));
+        }
         if s.score > e.max_score || (s.score == e.max_score && s.window_start < e.top.window_start)
         {
             e.max_score = s.score;
@@ -104,6 +127,9 @@ pub struct StyleQuality {
     pub flagged: usize,
     pub recall: f64,
     pub campaigns_detected: usize,
+    /// Campaigns with more than half of their accounts flagged: how a
+    /// hydra (thousands of accounts, each of little weight) is judged.
+    pub campaigns_mostly_flagged: usize,
     /// Time to detect in minutes, over flagged accounts with a valid time.
     pub ttd_median_min: Option<f64>,
     pub ttd_p90_min: Option<f64>,
@@ -120,6 +146,10 @@ pub struct StyleRow {
     pub style: String,
     pub accounts: usize,
     pub campaigns: usize,
+    /// Median over its accounts of requests per active hour.
+    pub rate_per_hour: Option<f64>,
+    /// `high-rate` (at least [`HIGH_RATE_PER_HOUR`]) or `low-and-slow`.
+    pub class: String,
     pub high: StyleQuality,
     pub elevated: StyleQuality,
 }
@@ -178,6 +208,11 @@ pub struct Quality {
 const HIGH: usize = 2;
 const ELEVATED: usize = 1;
 
+/// A style whose accounts send at least this many requests per active hour
+/// (one a minute) is high-rate: detection is expected within minutes.
+/// Below it, low-and-slow: within hours.
+pub const HIGH_RATE_PER_HOUR: f64 = 60.0;
+
 /// Compute every figure of the report.
 pub fn evaluate(truth: &[TruthRow], scores: &BTreeMap<String, AccountSummary>) -> Quality {
     let labelled: BTreeSet<&str> = truth.iter().map(|t| t.account_id.as_str()).collect();
@@ -196,6 +231,16 @@ pub fn evaluate(truth: &[TruthRow], scores: &BTreeMap<String, AccountSummary>) -
     let style_quality = |rows: &[&TruthRow], rank: usize| {
         let mut flagged = 0;
         let mut detected: BTreeSet<&str> = BTreeSet::new();
+        let mut per_campaign: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for t in rows {
+            if let Some(c) = &t.label.campaign {
+                let e = per_campaign.entry(c.as_str()).or_default();
+                e.1 += 1;
+                if flagged_at(t, rank) {
+                    e.0 += 1;
+                }
+            }
+        }
         let mut ttd = Vec::new();
         let mut impossible = 0;
         for t in rows {
@@ -221,6 +266,7 @@ pub fn evaluate(truth: &[TruthRow], scores: &BTreeMap<String, AccountSummary>) -
             flagged,
             recall: ratio(flagged, rows.len()).unwrap_or(0.0),
             campaigns_detected: detected.len(),
+            campaigns_mostly_flagged: per_campaign.values().filter(|(f, n)| 2 * f > *n).count(),
             ttd_median_min: quantile(&ttd, 0.5),
             ttd_p90_min: quantile(&ttd, 0.9),
             ttd_min: ttd,
@@ -241,10 +287,23 @@ pub fn evaluate(truth: &[TruthRow], scores: &BTreeMap<String, AccountSummary>) -
                 .iter()
                 .filter_map(|t| t.label.campaign.as_deref())
                 .collect();
+            let mut rates: Vec<f64> = rows
+                .iter()
+                .filter_map(|t| scores.get(&t.account_id)?.rate_per_hour())
+                .collect();
+            rates.sort_by(f64::total_cmp);
+            let rate_per_hour = quantile(&rates, 0.5);
             styles.push(StyleRow {
                 style: group.to_string(),
                 accounts: rows.len(),
                 campaigns: campaigns.len(),
+                rate_per_hour,
+                class: if rate_per_hour.is_some_and(|r| r >= HIGH_RATE_PER_HOUR) {
+                    "high-rate"
+                } else {
+                    "low-and-slow"
+                }
+                .to_string(),
                 high: style_quality(rows, HIGH),
                 elevated: style_quality(rows, ELEVATED),
             });
@@ -371,6 +430,8 @@ mod tests {
             score,
             level: level.into(),
             reasons: Vec::new(),
+            event_count: 3,
+            member: false,
         }
     }
 

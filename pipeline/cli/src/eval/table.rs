@@ -51,6 +51,9 @@ fn quality_cells(q: &StyleQuality, campaigns: usize) -> String {
 /// known gap (the acceptance bar of the evaluation issue).
 pub const RECALL_GAP: f64 = 0.95;
 pub const FP_GAP: f64 = 1.0;
+/// Time-to-detect targets (median, minutes of event time).
+pub const TTD_HIGH_RATE_MIN: f64 = 15.0;
+pub const TTD_LOW_AND_SLOW_MIN: f64 = 360.0;
 
 pub fn render(r: &EvalReport) -> String {
     let mut s = String::new();
@@ -93,7 +96,9 @@ pub fn render(r: &EvalReport) -> String {
     );
     let _ = writeln!(s, "{:<22} {:>9} {:>8} | {sub} | {sub}", "", "", "");
     for st in &q.styles {
-        let gap = if st.high.recall < RECALL_GAP {
+        let gap = if st.high.recall < RECALL_GAP
+            && !(st.style.starts_with("hydra") && st.high.campaigns_mostly_flagged == st.campaigns)
+        {
             "  <- gap"
         } else {
             ""
@@ -115,6 +120,48 @@ pub fn render(r: &EvalReport) -> String {
                 ""
             );
         }
+    }
+    let _ = writeln!(
+        s,
+        "\ntargets at high: recall >= {RECALL_GAP} per style (hydra styles: every campaign with most of its accounts flagged); time to detect p50 <= {} for high-rate styles (>= {:.0} requests per active hour), <= {} for low-and-slow",
+        minutes(TTD_HIGH_RATE_MIN),
+        super::metrics::HIGH_RATE_PER_HOUR,
+        minutes(TTD_LOW_AND_SLOW_MIN)
+    );
+    for st in &q.styles {
+        let hydra = st.style.starts_with("hydra");
+        let (measure, ok) = if hydra {
+            (
+                format!(
+                    "{}/{} campaigns mostly flagged",
+                    st.high.campaigns_mostly_flagged, st.campaigns
+                ),
+                st.high.campaigns_mostly_flagged == st.campaigns,
+            )
+        } else {
+            (
+                format!("recall {:.3}", st.high.recall),
+                st.high.recall >= RECALL_GAP,
+            )
+        };
+        let target = if st.class == "high-rate" {
+            TTD_HIGH_RATE_MIN
+        } else {
+            TTD_LOW_AND_SLOW_MIN
+        };
+        let ttd_ok = st.high.ttd_median_min.is_some_and(|t| t <= target);
+        let _ = writeln!(
+            s,
+            "  {:<20} {:<13} {:>8}/h  {:<34} {:<4}  TTD p50 {:>7} (target {}) {}",
+            st.style,
+            st.class,
+            st.rate_per_hour.map_or("-".into(), |r| format!("{r:.1}")),
+            measure,
+            if ok { "ok" } else { "MISS" },
+            opt_minutes(st.high.ttd_median_min),
+            minutes(target),
+            if ttd_ok { "ok" } else { "MISS" }
+        );
     }
     let _ = writeln!(
         s,

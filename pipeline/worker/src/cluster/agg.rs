@@ -328,7 +328,7 @@ fn share(n: usize, of: usize) -> Option<f64> {
 }
 
 /// Share of members an attribute must hold to be the cluster's consensus.
-pub const CONSENSUS: f64 = 0.8;
+pub const CONSENSUS: f64 = 0.7;
 /// A typical member sends at most this many times the median member's
 /// requests.
 pub const VOLUME_SPREAD: f64 = 10.0;

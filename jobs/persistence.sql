@@ -1,0 +1,33 @@
+-- name: persistence
+-- family: chain-of-thought elicitation, logit extraction
+-- description: Whether a signal persists, over the last 6 hours (every
+--   hour). cot_hours_6h: distinct hours in which at least 30% of the
+--   account's requests elicited chain-of-thought; cot_share_6h: the share
+--   of its requests that did (smoothed: / (requests + 5)); logit_hours_6h
+--   and logit_share_6h: the same for logit-reading requests. A campaign
+--   keeps doing it hour after hour; a benchmark run, a researcher's
+--   experiment or a student's homework fills an hour or two, and an
+--   application that sends the odd such request among many never makes it
+--   the bulk of an hour.
+-- input: job:signal_counts
+-- key: account_id
+-- window: hop 6h slide 1h
+-- lateness: 0s
+WITH hours AS (
+    SELECT
+        account_id,
+        date_trunc('hour', window_start) AS hour,
+        sum(counted_requests) AS n,
+        sum(cot_requests) AS cot,
+        sum(logit_requests) AS logit
+    FROM signal_counts
+    GROUP BY account_id, date_trunc('hour', window_start)
+)
+SELECT
+    account_id,
+    CAST(sum(CASE WHEN cot >= 0.3 * n THEN 1 ELSE 0 END) AS DOUBLE) AS cot_hours_6h,
+    sum(cot) / (sum(n) + 5.0) AS cot_share_6h,
+    CAST(sum(CASE WHEN logit >= 0.3 * n THEN 1 ELSE 0 END) AS DOUBLE) AS logit_hours_6h,
+    sum(logit) / (sum(n) + 5.0) AS logit_share_6h
+FROM hours
+GROUP BY account_id
