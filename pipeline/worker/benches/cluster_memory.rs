@@ -86,7 +86,10 @@ fn child(n: u64, capped: bool) {
     let clusters = shared.close(&limits, 0, model.min_members);
     let scored: Vec<_> = clusters.into_iter().map(|c| model.score(c)).collect();
     let broad = scored.iter().filter(|r| r.cluster.broad).count();
-    let flagged = scored.iter().filter(|r| r.score > 0.0).count();
+    let flagged = scored
+        .iter()
+        .filter(|r| r.level >= distill_watch::score::Level::High)
+        .count();
     let estimate = scored.first().map_or(0, |r| r.cluster.member_count);
     println!(
         "FIGURES {held_members} {peak_shared} {peak_own} {} {broad} {flagged} {estimate} {}",
@@ -155,5 +158,5 @@ fn main() {
             );
         }
     }
-    println!("\nheld: members kept for the shared key when the window closes; shared key / own keys: most bytes held at once by open windows (counted); estimate: the member count the record reports (bottom-k sketch once broad)");
+    println!("\nheld: members kept for the shared key when the window closes; shared key / own keys: most bytes held at once by open windows (counted); flagged: clusters at high or above; estimate: the member count the record reports (bottom-k sketch once broad)");
 }
