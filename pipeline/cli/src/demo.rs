@@ -88,6 +88,11 @@ pub async fn run(mut cfg: Config, args: &DemoArgs) -> Result<()> {
     println!();
     print!("{}", ranked.table(args.top));
     println!();
+    if cfg.clusters.enabled {
+        let clusters = session::read_clusters(&cfg, &cfg.topics.clusters)?;
+        print!("{}", cluster_table(&clusters, &ranked.truth, args.top));
+        println!();
+    }
     let origin = Origin {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         scenario: Some((
@@ -114,6 +119,69 @@ pub async fn run(mut cfg: Config, args: &DemoArgs) -> Result<()> {
     );
     drop(broker);
     Ok(())
+}
+
+/// The riskiest clusters (each cluster id once, at its highest score), with
+/// what their members are by the ground truth.
+fn cluster_table(
+    clusters: &[session::ClusterRow],
+    truth: &BTreeMap<String, Label>,
+    top: usize,
+) -> String {
+    let mut best: BTreeMap<&str, &session::ClusterRow> = BTreeMap::new();
+    for c in clusters {
+        let e = best.entry(c.cluster_id.as_str()).or_insert(c);
+        if c.score > e.score {
+            *e = c;
+        }
+    }
+    let mut ranked: Vec<&session::ClusterRow> = best.into_values().collect();
+    ranked.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(a.cluster_id.cmp(&b.cluster_id))
+    });
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "riskiest clusters on {} records of risk.clusters.v1 (highest window of each)",
+        clusters.len()
+    );
+    let _ = writeln!(
+        s,
+        "{:<44} {:>6} {:<9} {:>7}  {:<34} top reasons",
+        "cluster", "score", "level", "members", "members by ground truth"
+    );
+    for c in ranked.iter().take(top) {
+        let mut by: BTreeMap<String, usize> = BTreeMap::new();
+        for m in &c.members {
+            let g = truth
+                .get(m)
+                .map_or("unlabelled".to_string(), |l| l.group.clone());
+            *by.entry(g).or_default() += 1;
+        }
+        let mut by: Vec<(String, usize)> = by.into_iter().collect();
+        by.sort_by_key(|g| std::cmp::Reverse(g.1));
+        let groups: Vec<String> = by.iter().take(2).map(|(g, n)| format!("{n} {g}")).collect();
+        let reasons: Vec<String> = c
+            .reasons
+            .iter()
+            .take(2)
+            .map(|(f, v, _)| format!("{f}={}", short(*v)))
+            .collect();
+        let id: String = c.cluster_id.chars().take(44).collect();
+        let _ = writeln!(
+            s,
+            "{:<44} {:>6.3} {:<9} {:>7}  {:<34} {}",
+            id,
+            c.score,
+            c.level,
+            c.member_count,
+            groups.join(", "),
+            reasons.join(" ")
+        );
+    }
+    s
 }
 
 /// The riskiest accounts, with their ground truth beside them.

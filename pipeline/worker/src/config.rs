@@ -100,6 +100,8 @@ pub struct ClustersConfig {
     pub enabled: bool,
     pub model: PathBuf,
     pub stage: Stage,
+    /// The cluster stage's consumer group; empty: `<kafka.group_id>.clusters`.
+    pub group: String,
 }
 
 /// Which stages a `run` process runs (see `[clusters] stage`).

@@ -102,7 +102,11 @@ impl fmt::Display for StageMetrics {
 
 /// The cluster stage's consumer group.
 pub fn stage_group(cfg: &Config) -> String {
-    format!("{}.clusters", cfg.kafka.group_id)
+    if cfg.clusters.group.is_empty() {
+        format!("{}.clusters", cfg.kafka.group_id)
+    } else {
+        cfg.clusters.group.clone()
+    }
 }
 
 #[derive(Debug)]
