@@ -210,16 +210,24 @@ impl ScoringModel {
     /// Score one subject's named feature values: (score, level, reasons),
     /// by the same arithmetic as [`score`](Self::score).
     pub fn score_values(&self, features: &[(String, Option<f64>)]) -> (f64, Level, Vec<Reason>) {
-        let mut reasons: Vec<Reason> = self
-            .rules
-            .iter()
-            .filter_map(|rule| {
-                let v = features
-                    .iter()
-                    .find(|(n, _)| *n == rule.feature)?
-                    .1
-                    .filter(|v| v.is_finite())
-                    .map(round9)?;
+        self.explain(self.rules.iter().map(|rule| {
+            let v = features
+                .iter()
+                .find(|(n, _)| *n == rule.feature)
+                .and_then(|(_, v)| v.filter(|v| v.is_finite()))
+                .map(round9);
+            (rule, v)
+        }))
+    }
+
+    /// Score, level and top reasons from each rule's (rounded) value.
+    fn explain<'a>(
+        &'a self,
+        values: impl Iterator<Item = (&'a FeatureRule, Option<f64>)>,
+    ) -> (f64, Level, Vec<Reason>) {
+        let mut reasons: Vec<Reason> = values
+            .filter_map(|(rule, v)| {
+                let v = v?;
                 let c = round9(rule.contribution(Some(v)));
                 (c > 0.0).then(|| Reason {
                     feature: rule.feature.clone(),
@@ -228,12 +236,15 @@ impl ScoringModel {
                 })
             })
             .collect();
+        // Folding from +0.0: `Sum` starts at -0.0, which would put a negative
+        // zero on the wire for accounts with no reasons.
         let score = round9(
             reasons
                 .iter()
                 .fold(0.0, |acc, r| acc + r.contribution)
                 .min(1.0),
         );
+        // Ties broken by name so the order never depends on rule order.
         reasons.sort_by(|a, b| {
             b.contribution
                 .total_cmp(&a.contribution)
@@ -282,33 +293,8 @@ impl ScoringModel {
                 let a = columns[col].1;
                 (!a.is_null(row)).then(|| round9(a.value(row)))
             };
-            let mut reasons: Vec<Reason> = rules
-                .iter()
-                .filter_map(|(rule, col)| {
-                    let v = col.and_then(value)?;
-                    let c = round9(rule.contribution(Some(v)));
-                    (c > 0.0).then(|| Reason {
-                        feature: rule.feature.clone(),
-                        value: v,
-                        contribution: c,
-                    })
-                })
-                .collect();
-            // Folding from +0.0: `Sum` starts at -0.0, which would put a negative
-            // zero on the wire for accounts with no reasons.
-            let score = round9(
-                reasons
-                    .iter()
-                    .fold(0.0, |acc, r| acc + r.contribution)
-                    .min(1.0),
-            );
-            // Ties broken by name so the order never depends on rule order.
-            reasons.sort_by(|a, b| {
-                b.contribution
-                    .total_cmp(&a.contribution)
-                    .then_with(|| a.feature.cmp(&b.feature))
-            });
-            reasons.truncate(self.top_reasons);
+            let (score, level, reasons) =
+                self.explain(rules.iter().map(|(rule, col)| (*rule, col.and_then(value))));
             let (event_count, response_count) =
                 counts.get(account.as_str()).copied().unwrap_or((0, 0));
             out.push(RiskScore {
@@ -319,7 +305,7 @@ impl ScoringModel {
                 window_start,
                 window_end,
                 score,
-                level: self.level(score),
+                level,
                 reasons,
                 model_version: model_version.to_string(),
                 event_count,

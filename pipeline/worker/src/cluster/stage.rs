@@ -305,14 +305,7 @@ pub async fn run_clusters(
                 Err(_) => break,
                 Ok(r) => r,
             };
-            let changes: Vec<Change> = std::mem::take(
-                &mut *consumer
-                    .context()
-                    .changes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()),
-            );
-            for c in changes {
+            for c in take_changes(&consumer) {
                 stage.apply(c).await?;
             }
             match received {
@@ -328,14 +321,7 @@ pub async fn run_clusters(
                 Err(e) => tracing::warn!(error = %e, "cluster stage: consumer error"),
             }
         }
-        let changes: Vec<Change> = std::mem::take(
-            &mut *consumer
-                .context()
-                .changes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        for c in changes {
+        for c in take_changes(&consumer) {
             stage.apply(c).await?;
         }
         stage.close_and_commit(&consumer).await?;
@@ -353,6 +339,17 @@ pub async fn run_clusters(
         stage.metrics
     );
     Ok(stage.metrics)
+}
+
+/// Rebalances recorded by the consumer's callbacks since the last call.
+fn take_changes(consumer: &StreamConsumer<StageContext>) -> Vec<Change> {
+    std::mem::take(
+        &mut *consumer
+            .context()
+            .changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    )
 }
 
 fn cfg_with_group(cfg: &Config, group: &str) -> Config {
