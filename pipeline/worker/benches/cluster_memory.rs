@@ -2,10 +2,12 @@
 //!
 //! `cargo bench -p distill-watch-worker --bench cluster_memory`
 //!
-//! One cluster window (1 hour) in which N accounts (1,000 to 100,000) share
+//! One hour of member rows in which N accounts (1,000 to 100,000) share
 //! one key, as a popular user agent or a cloud's address range would, each
 //! also with a key of its own (its card). Each account sends one member row
-//! per 10-minute base window under each key: 12 rows an hour. The rows go
+//! per 10-minute base window under each key: 12 rows an hour. With the
+//! shipped hopping windows each row is held in every open window it falls
+//! in (window / slide of them). The rows go
 //! through the cluster stage's aggregation and scoring (`ClusterWindows`,
 //! the shipped `jobs/clusters.toml`), once with the shipped member limit and
 //! once without one, each in its own child process so its peak RSS is its
@@ -34,6 +36,8 @@ fn row(account: u64, kind: &str, key: String, window: i64) -> MemberRow {
         output_tokens: 400,
         minute_counts: vec![1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
         templates: vec![(account % 5000) as i64],
+        tool_requests: 0,
+        tool_schemas: vec![],
         account_age_days: Some(100.0 + (account % 900) as f64),
         signup_day: Some(19_000 + (account % 1000) as i64),
         signup_channel: Some("web".into()),
@@ -71,11 +75,13 @@ fn child(n: u64, capped: bool) {
                 &limits,
                 &row(a, "user_agent", "popular-client/1.0".into(), w),
                 offset,
+                i64::MIN,
             );
             own.add(
                 &limits,
                 &row(a, "payment", format!("card-{a}"), w),
                 offset + 1,
+                i64::MIN,
             );
             offset += 2;
         }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::keys::MemberRow;
 
 /// Features a cluster window reports, in output order (sorted by name).
-pub const FEATURES: [&str; 11] = [
+pub const FEATURES: [&str; 12] = [
     "activity_sync",
     "discounted_signup_share",
     "member_score_mean",
@@ -22,6 +22,7 @@ pub const FEATURES: [&str; 11] = [
     "requests_per_member",
     "same_signup_day_share",
     "template_overlap_share",
+    "tool_schema_novelty",
     "total_requests",
     "unverified_share",
     "volume_gini",
@@ -36,6 +37,9 @@ struct Member {
     requests: i64,
     minutes: Vec<u16>,
     templates: BTreeSet<i64>,
+    /// Base windows (member rows) in which the member sent tools.
+    tool_windows: i64,
+    tool_schemas: BTreeSet<i64>,
     age_days: Option<f64>,
     signup_day: Option<i64>,
     channel: Option<String>,
@@ -126,7 +130,11 @@ pub struct ClusterFeatures {
 /// Limits of the aggregation.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Window length.
     pub window_ms: i64,
+    /// A window starts every `slide_ms` (hopping windows); equal to
+    /// `window_ms` for tumbling ones.
+    pub slide_ms: i64,
     pub max_members: usize,
     pub sketch_size: usize,
 }
@@ -140,17 +148,44 @@ pub struct ClusterWindows {
     first_offset: BTreeMap<i64, i64>,
 }
 
-impl ClusterWindows {
-    /// Start of the cluster window a base window starting at `t` is in.
-    pub fn window_of(limits: &Limits, t: i64) -> i64 {
-        t.div_euclid(limits.window_ms) * limits.window_ms
+impl Limits {
+    /// Width of one slot of a member's activity series: a minute, or
+    /// 1/[`SERIES_SLOTS`] of a longer window, so a series stays small.
+    pub fn slot_ms(&self) -> i64 {
+        (self.window_ms / SERIES_SLOTS).max(60_000)
     }
 
-    pub fn add(&mut self, limits: &Limits, row: &MemberRow, offset: i64) {
-        let start = Self::window_of(limits, row.window_start);
+    /// Starts of the cluster windows a base window starting at `t` is in,
+    /// latest first.
+    pub fn windows_of(&self, t: i64) -> impl Iterator<Item = i64> + '_ {
+        let last = t.div_euclid(self.slide_ms) * self.slide_ms;
+        (0..)
+            .map(move |k| last - k * self.slide_ms)
+            .take_while(move |s| s + self.window_ms > t)
+    }
+}
+
+/// Slots of a member's activity series in a window longer than an hour.
+pub const SERIES_SLOTS: i64 = 60;
+
+impl ClusterWindows {
+    /// Adds a member row to every window it falls in that ends after
+    /// `closed` (windows ending at or before it were already emitted).
+    pub fn add(&mut self, limits: &Limits, row: &MemberRow, offset: i64, closed: i64) {
+        let starts: Vec<i64> = limits
+            .windows_of(row.window_start)
+            .filter(|s| s + limits.window_ms > closed)
+            .collect();
+        for start in starts {
+            self.add_to(limits, start, row, offset);
+        }
+    }
+
+    fn add_to(&mut self, limits: &Limits, start: i64, row: &MemberRow, offset: i64) {
         let first = self.first_offset.entry(start).or_insert(offset);
         *first = (*first).min(offset);
-        let minutes = (limits.window_ms / 60_000).max(1) as usize;
+        let slot_ms = limits.slot_ms();
+        let slots = (limits.window_ms / slot_ms).max(1) as usize;
         let kw = self
             .windows
             .entry(start)
@@ -179,8 +214,10 @@ impl ClusterWindows {
             .entry(row.account_id.clone())
             .or_insert_with(|| Member {
                 requests: 0,
-                minutes: vec![0; minutes],
+                minutes: vec![0; slots],
                 templates: BTreeSet::new(),
+                tool_windows: 0,
+                tool_schemas: BTreeSet::new(),
                 age_days: row.account_age_days,
                 signup_day: row.signup_day,
                 channel: row.signup_channel.clone(),
@@ -188,13 +225,18 @@ impl ClusterWindows {
                 own_score: 0.0,
             });
         m.requests += row.requests;
-        let base = ((row.window_start - start) / 60_000).max(0) as usize;
         for (i, c) in row.minute_counts.iter().enumerate() {
-            if let Some(slot) = m.minutes.get_mut(base + i) {
+            let at = row.window_start + i as i64 * 60_000 - start;
+            if at < 0 {
+                continue;
+            }
+            if let Some(slot) = m.minutes.get_mut((at / slot_ms) as usize) {
                 *slot = slot.saturating_add((*c).clamp(0, u16::MAX as i32) as u16);
             }
         }
         m.templates.extend(row.templates.iter().copied());
+        m.tool_windows += i64::from(row.tool_requests > 0);
+        m.tool_schemas.extend(row.tool_schemas.iter().copied());
         m.own_score = m.own_score.max(row.own_score);
     }
 
@@ -259,7 +301,7 @@ impl ClusterWindows {
                     total += id.len()
                         + std::mem::size_of::<Member>()
                         + m.minutes.len() * 2
-                        + m.templates.len() * 40
+                        + (m.templates.len() + m.tool_schemas.len()) * 40
                         + m.channel.as_ref().map_or(0, |c| c.len())
                         + 64;
                 }
@@ -368,6 +410,19 @@ fn features(kind: String, key: String, start: i64, end: i64, kw: KeyWindow) -> C
         let with_templates = ms.iter().filter(|m| !m.templates.is_empty()).count();
         let overlapping = ms.iter().filter(|m| overlaps(m)).count();
         f.insert("template_overlap_share", share(overlapping, with_templates));
+        // An application sends its one tool set window after window, and
+        // its users share it; a harvest invents a new set for nearly every
+        // agent session, so nearly every active window brings a new one.
+        let tool_windows: i64 = ms.iter().map(|m| m.tool_windows).sum();
+        let tool_users = ms.iter().filter(|m| m.tool_windows > 0).count();
+        let schemas: BTreeSet<i64> = ms
+            .iter()
+            .flat_map(|m| m.tool_schemas.iter().copied())
+            .collect();
+        f.insert(
+            "tool_schema_novelty",
+            (tool_users >= 3).then(|| schemas.len() as f64 / tool_windows as f64),
+        );
         let young = |m: &Member| m.age_days.map(|a| a < YOUNG_DAYS);
         let aged = ms.iter().filter(|m| young(m).is_some()).count();
         let young_n = ms.iter().filter(|m| young(m) == Some(true)).count();
@@ -461,6 +516,8 @@ mod tests {
             output_tokens: 0,
             minute_counts,
             templates: vec![7],
+            tool_requests: 0,
+            tool_schemas: vec![],
             account_age_days: Some(3.0),
             signup_day: Some(20_000),
             signup_channel: Some("education".into()),
@@ -471,6 +528,7 @@ mod tests {
 
     const LIMITS: Limits = Limits {
         window_ms: 3_600_000,
+        slide_ms: 3_600_000,
         max_members: 50,
         sketch_size: 64,
     };
@@ -504,11 +562,11 @@ mod tests {
             .collect();
         let mut forward = ClusterWindows::default();
         for (i, r) in rows.iter().enumerate() {
-            forward.add(&LIMITS, r, i as i64);
+            forward.add(&LIMITS, r, i as i64, i64::MIN);
         }
         let mut backward = ClusterWindows::default();
         for (i, r) in rows.iter().enumerate().rev() {
-            backward.add(&LIMITS, r, i as i64);
+            backward.add(&LIMITS, r, i as i64, i64::MIN);
         }
         assert_eq!(forward.closable(&LIMITS, 3_599_999), Vec::<i64>::new());
         assert_eq!(forward.closable(&LIMITS, 3_600_000), vec![0]);
@@ -532,7 +590,12 @@ mod tests {
     fn a_key_shared_by_too_many_turns_broad_and_drops_its_members() {
         let mut w = ClusterWindows::default();
         for a in 0..10_000 {
-            w.add(&LIMITS, &row(&format!("acct-{a}"), "ua", 0, 1, 0), a);
+            w.add(
+                &LIMITS,
+                &row(&format!("acct-{a}"), "ua", 0, 1, 0),
+                a,
+                i64::MIN,
+            );
         }
         assert_eq!(w.held_members(), 0);
         assert!(w.held_bytes() < 20_000, "{}", w.held_bytes());
@@ -547,15 +610,20 @@ mod tests {
     fn only_members_like_the_rest_are_typical() {
         let mut w = ClusterWindows::default();
         for a in 0..8 {
-            w.add(&LIMITS, &row(&format!("hydra-{a}"), "k", 0, 2, a), a as i64);
+            w.add(
+                &LIMITS,
+                &row(&format!("hydra-{a}"), "k", 0, 2, a),
+                a as i64,
+                i64::MIN,
+            );
         }
         // Shares the address but is old and verified: not like the rest.
         let mut bystander = row("old-user", "k", 0, 2, 0);
         bystander.account_age_days = Some(900.0);
         bystander.verified = true;
-        w.add(&LIMITS, &bystander, 20);
+        w.add(&LIMITS, &bystander, 20, i64::MIN);
         // Like the rest, but sends 30 times as much (a reseller).
-        w.add(&LIMITS, &row("reseller", "k", 0, 60, 0), 21);
+        w.add(&LIMITS, &row("reseller", "k", 0, 60, 0), 21, i64::MIN);
         let c = &w.close(&LIMITS, 0, 3)[0];
         let typical: Vec<&str> = c
             .members
@@ -569,10 +637,67 @@ mod tests {
     }
 
     #[test]
+    fn a_row_lands_in_every_hopping_window_that_covers_it() {
+        let hop = Limits {
+            window_ms: 6 * 3_600_000,
+            slide_ms: 3_600_000,
+            ..LIMITS
+        };
+        // 02:10 is in the windows starting 21:00 (day before) .. 02:00.
+        let t = 2 * 3_600_000 + 600_000;
+        let starts: Vec<i64> = hop.windows_of(t).collect();
+        assert_eq!(
+            starts,
+            (0..6).map(|k| (2 - k) * 3_600_000).collect::<Vec<_>>()
+        );
+        let mut w = ClusterWindows::default();
+        for a in 0..3 {
+            let mut r = row(&format!("acct-{a}"), "k", t, 4, 1);
+            r.tool_requests = 4;
+            r.tool_schemas = vec![100 + a];
+            // Windows ending at or before 05:00 were emitted before.
+            w.add(&hop, &r, a, 5 * 3_600_000);
+        }
+        assert_eq!(w.starts(), vec![0, 3_600_000, 2 * 3_600_000]);
+        assert_eq!(w.closable(&hop, 7 * 3_600_000), vec![0, 3_600_000]);
+        let c = &w.close(&hop, 3_600_000, 3)[0];
+        assert_eq!(c.window_end, 7 * 3_600_000);
+        let get = |n: &str| c.features.iter().find(|(k, _)| k == n).unwrap().1;
+        // Three members, each with a tool set of its own.
+        assert_eq!(get("tool_schema_novelty"), Some(1.0));
+        // Activity is kept in 60 six-minute slots.
+        assert_eq!(hop.slot_ms(), 360_000);
+        let c = &w.close(&hop, 0, 3)[0];
+        assert_eq!(c.requests, 12);
+    }
+
+    #[test]
+    fn tool_sets_reused_window_after_window_are_not_novel() {
+        let mut w = ClusterWindows::default();
+        // Four services, each sending its own tool set in all six windows.
+        for a in 0..4 {
+            for k in 0..6 {
+                let mut r = row(&format!("service-{a}"), "k", k * 600_000, 3, 0);
+                r.tool_requests = 3;
+                r.tool_schemas = vec![40 + a];
+                w.add(&LIMITS, &r, a * 6 + k, i64::MIN);
+            }
+        }
+        let c = &w.close(&LIMITS, 0, 3)[0];
+        let novelty = c
+            .features
+            .iter()
+            .find(|(k, _)| k == "tool_schema_novelty")
+            .unwrap()
+            .1;
+        assert_eq!(novelty, Some(4.0 / 24.0));
+    }
+
+    #[test]
     fn small_keys_are_not_clusters() {
         let mut w = ClusterWindows::default();
-        w.add(&LIMITS, &row("a", "k", 0, 1, 0), 0);
-        w.add(&LIMITS, &row("b", "k", 0, 1, 0), 1);
+        w.add(&LIMITS, &row("a", "k", 0, 1, 0), 0, i64::MIN);
+        w.add(&LIMITS, &row("b", "k", 0, 1, 0), 1, i64::MIN);
         assert!(w.close(&LIMITS, 0, 3).is_empty());
     }
 }

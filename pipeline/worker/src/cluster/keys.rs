@@ -24,6 +24,9 @@ pub const KINDS: [&str; 7] = [
 /// few enough that a row stays small.
 pub const MAX_TEMPLATES: usize = 4;
 
+/// Tool-definition sets kept per member row, for the same reason.
+pub const MAX_TOOL_SCHEMAS: usize = 4;
+
 /// One account's window under one of its cluster keys: what the cluster
 /// stage aggregates.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +42,11 @@ pub struct MemberRow {
     pub minute_counts: Vec<i32>,
     /// Most used template fingerprints, most used first (ties: smaller).
     pub templates: Vec<i64>,
+    /// Requests that carried tool definitions.
+    pub tool_requests: i64,
+    /// Most used tool-definition set hashes, most used first (ties:
+    /// smaller).
+    pub tool_schemas: Vec<i64>,
     pub account_age_days: Option<f64>,
     /// Days since the epoch.
     pub signup_day: Option<i64>,
@@ -94,6 +102,8 @@ struct Acc {
     output_tokens: i64,
     minutes: Vec<i32>,
     templates: HashMap<i64, u32>,
+    tool_requests: i64,
+    tool_schemas: HashMap<i64, u32>,
     prefixes: HashMap<String, u32>,
     agents: HashMap<String, u32>,
     system_prompts: HashMap<i64, u32>,
@@ -112,6 +122,13 @@ fn mode<K: Ord + Clone>(counts: &HashMap<K, u32>) -> Option<K> {
         .iter()
         .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
         .map(|(k, _)| k.clone())
+}
+
+/// Values by count, most used first; ties go to the smaller value.
+fn most_used(counts: &HashMap<i64, u32>) -> Vec<(i64, u32)> {
+    let mut top: Vec<(i64, u32)> = counts.iter().map(|(k, v)| (*k, *v)).collect();
+    top.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+    top
 }
 
 /// Member rows of one base window `[start, end)`: `events` is the window's
@@ -144,6 +161,8 @@ pub fn member_rows(
     let agents = str_col("user_agent");
     let templates = i64_col("template_fingerprint");
     let system = i64_col("system_prompt_hash");
+    let tool_count = i64_col("tool_count");
+    let tools_hash = i64_col("tools_hash");
     let completion = i64_col("completion_tokens");
     let reasoning = i64_col("reasoning_tokens");
     let payment = str_col("payment_fingerprint");
@@ -166,6 +185,7 @@ pub fn member_rows(
         completion.as_ref(),
         reasoning.as_ref(),
     );
+    let (tool_count, tools_hash) = (tool_count.as_ref(), tools_hash.as_ref());
     let opt_i64 = |c: Option<&arrow::array::Int64Array>, i: usize| {
         c.filter(|c| c.is_valid(i)).map(|c| c.value(i))
     };
@@ -186,6 +206,12 @@ pub fn member_rows(
         }
         if let Some(t) = opt_i64(templates, i) {
             *a.templates.entry(t).or_default() += 1;
+        }
+        if opt_i64(tool_count, i).unwrap_or(0) > 0 {
+            a.tool_requests += 1;
+            if let Some(h) = opt_i64(tools_hash, i) {
+                *a.tool_schemas.entry(h).or_default() += 1;
+            }
         }
         if let Some(p) = opt_str(ips, i).and_then(ip_prefix) {
             *a.prefixes.entry(p).or_default() += 1;
@@ -213,8 +239,8 @@ pub fn member_rows(
         .collect();
     let mut out = Vec::new();
     for (account, a) in accs {
-        let mut top: Vec<(i64, u32)> = a.templates.iter().map(|(k, v)| (*k, *v)).collect();
-        top.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+        let top = most_used(&a.templates);
+        let tools = most_used(&a.tool_schemas);
         let signup_day = a.created_at.map(|c| c.div_euclid(86_400_000));
         let keys: [(&str, Option<String>); 7] = [
             ("payment", a.payment.clone()),
@@ -247,6 +273,8 @@ pub fn member_rows(
                 output_tokens: a.output_tokens,
                 minute_counts: a.minutes.clone(),
                 templates: top.iter().take(MAX_TEMPLATES).map(|t| t.0).collect(),
+                tool_requests: a.tool_requests,
+                tool_schemas: tools.iter().take(MAX_TOOL_SCHEMAS).map(|t| t.0).collect(),
                 account_age_days: a.age_days,
                 signup_day,
                 signup_channel: a.channel.clone(),

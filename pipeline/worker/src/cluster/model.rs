@@ -29,6 +29,9 @@ struct File {
     model_version: String,
     top_reasons: usize,
     window: String,
+    /// Hopping windows: a new one starts every `slide` (default: tumbling).
+    #[serde(default)]
+    slide: Option<String>,
     min_members: usize,
     max_members: usize,
     #[serde(default = "default_sketch")]
@@ -108,6 +111,17 @@ impl ClusterModel {
         if window_ms < 60_000 || window_ms % 60_000 != 0 {
             return Err(invalid("window must be a whole number of minutes".into()));
         }
+        let slide_ms = match &f.slide {
+            None => window_ms,
+            Some(s) => parse_duration(s)
+                .map_err(|e| invalid(format!("slide: {e}")))?
+                .as_millis() as i64,
+        };
+        if slide_ms < 60_000 || slide_ms % 60_000 != 0 || window_ms % slide_ms != 0 {
+            return Err(invalid(
+                "slide must be a whole number of minutes that divides window".into(),
+            ));
+        }
         if f.min_members < 2 || f.max_members < f.min_members {
             return Err(invalid("need 2 <= min_members <= max_members".into()));
         }
@@ -149,6 +163,7 @@ impl ClusterModel {
             scoring,
             limits: Limits {
                 window_ms,
+                slide_ms,
                 max_members: f.max_members,
                 sketch_size: f.sketch_size,
             },

@@ -487,13 +487,15 @@ impl Stage<'_> {
                 }
             }
             Some(row) => {
-                let start = ClusterWindows::window_of(&limits, row.window_start);
-                if start + limits.window_ms <= part.state.closed {
+                let closed = part.state.closed;
+                // Latest window first: if it was emitted, all were.
+                let last = limits.windows_of(row.window_start).next();
+                if last.is_none_or(|s| s + limits.window_ms <= closed) {
                     self.metrics.rows_after_close += 1;
                     return;
                 }
                 self.metrics.member_rows += 1;
-                part.windows.add(&limits, &row, offset);
+                part.windows.add(&limits, &row, offset, closed);
             }
         }
     }

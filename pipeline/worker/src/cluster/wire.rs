@@ -67,6 +67,11 @@ pub fn encode_feature(r: &FeatureRecord) -> Result<Vec<u8>, apache_avro::Error> 
             ),
             ("verified".into(), Value::Boolean(m.verified)),
             ("own_score".into(), Value::Double(m.own_score)),
+            ("tool_requests".into(), Value::Long(m.tool_requests)),
+            (
+                "tool_schemas".into(),
+                Value::Array(m.tool_schemas.iter().map(|t| Value::Long(*t)).collect()),
+            ),
         ])
     });
     let value = Value::Record(vec![
@@ -170,6 +175,11 @@ pub fn decode_feature(bytes: &[u8]) -> Result<FeatureRecord, WireError> {
                     Value::Double(d) => d,
                     _ => return Err(WireError::Shape("double expected")),
                 },
+                tool_requests: long(&next()?)?,
+                tool_schemas: match next()? {
+                    Value::Array(a) => a.iter().map(long).collect::<Result<_, _>>()?,
+                    _ => return Err(WireError::Shape("array expected")),
+                },
             })
         }
     };
@@ -263,6 +273,8 @@ mod tests {
             signup_channel: None,
             verified: false,
             own_score: 0.25,
+            tool_requests: 3,
+            tool_schemas: vec![11, -2],
         };
         for r in [
             FeatureRecord {
