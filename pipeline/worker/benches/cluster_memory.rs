@@ -2,12 +2,12 @@
 //!
 //! `cargo bench -p distill-watch-worker --bench cluster_memory`
 //!
-//! One hour of member rows in which N accounts (1,000 to 100,000) share
+//! One hour of member rows (one pane of the shipped hopping windows; each
+//! row is held once, in its pane, whatever the number of windows over it)
+//! in which N accounts (1,000 to 100,000) share
 //! one key, as a popular user agent or a cloud's address range would, each
 //! also with a key of its own (its card). Each account sends one member row
-//! per 10-minute base window under each key: 12 rows an hour. With the
-//! shipped hopping windows each row is held in every open window it falls
-//! in (window / slide of them). The rows go
+//! per 10-minute base window under each key: 12 rows an hour. The rows go
 //! through the cluster stage's aggregation and scoring (`ClusterWindows`,
 //! the shipped `jobs/clusters.toml`), once with the shipped member limit and
 //! once without one, each in its own child process so its peak RSS is its
@@ -114,7 +114,7 @@ fn main() {
         child(n.parse().unwrap(), capped == "true");
         return;
     }
-    println!("cluster stage memory: one 1-hour cluster window, N accounts sharing one key (plus one key each of their own)");
+    println!("cluster stage memory: one hour of member rows (one pane), N accounts sharing one key (plus one key each of their own)");
     println!("shipped jobs/clusters.toml; one child process per run\n");
     println!(
         "{:>8} {:>7} {:>9} {:>14} {:>14} {:>12} {:>6} {:>8} {:>9} {:>7}",

@@ -72,6 +72,14 @@ impl BottomK {
             }
         }
     }
+    /// The sketch of the union of both sets of ids.
+    pub fn merge(&mut self, other: &BottomK) {
+        self.smallest.extend(other.smallest.iter().copied());
+        while self.smallest.len() > self.k {
+            self.smallest.pop_last();
+        }
+    }
+
     pub fn estimate(&self) -> u64 {
         if self.smallest.len() < self.k {
             return self.smallest.len() as u64;
@@ -139,12 +147,16 @@ pub struct Limits {
     pub sketch_size: usize,
 }
 
-/// Open cluster windows of one partition of the features topic.
+/// Open cluster windows of one partition of the features topic, kept as
+/// **panes** (Arroyo's habit): each member row is added once, to the pane
+/// of `slide` it falls in, and a window is the merge of its panes when it
+/// closes. A row therefore costs the same memory whether windows hop or
+/// tumble, and a pane is dropped once no open window needs it.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterWindows {
-    /// By window start, then (kind, key).
-    windows: BTreeMap<i64, BTreeMap<(String, String), KeyWindow>>,
-    /// Oldest input offset of each open window's rows.
+    /// By pane start, then (kind, key).
+    panes: BTreeMap<i64, BTreeMap<(String, String), KeyWindow>>,
+    /// Oldest input offset of each pane's rows.
     first_offset: BTreeMap<i64, i64>,
 }
 
@@ -155,10 +167,14 @@ impl Limits {
         (self.window_ms / SERIES_SLOTS).max(60_000)
     }
 
-    /// Starts of the cluster windows a base window starting at `t` is in,
-    /// latest first.
+    /// Start of the pane (a `slide` of time) holding time `t`.
+    pub fn pane_of(&self, t: i64) -> i64 {
+        t.div_euclid(self.slide_ms) * self.slide_ms
+    }
+
+    /// Starts of the cluster windows time `t` is in, latest first.
     pub fn windows_of(&self, t: i64) -> impl Iterator<Item = i64> + '_ {
-        let last = t.div_euclid(self.slide_ms) * self.slide_ms;
+        let last = self.pane_of(t);
         (0..)
             .map(move |k| last - k * self.slide_ms)
             .take_while(move |s| s + self.window_ms > t)
@@ -168,36 +184,36 @@ impl Limits {
 /// Slots of a member's activity series in a window longer than an hour.
 pub const SERIES_SLOTS: i64 = 60;
 
-impl ClusterWindows {
-    /// Adds a member row to every window it falls in that ends after
-    /// `closed` (windows ending at or before it were already emitted).
-    pub fn add(&mut self, limits: &Limits, row: &MemberRow, offset: i64, closed: i64) {
-        let starts: Vec<i64> = limits
-            .windows_of(row.window_start)
-            .filter(|s| s + limits.window_ms > closed)
-            .collect();
-        for start in starts {
-            self.add_to(limits, start, row, offset);
+impl KeyWindow {
+    fn new(sketch_size: usize) -> Self {
+        KeyWindow {
+            members: BTreeMap::new(),
+            broad: false,
+            sketch: BottomK::new(sketch_size),
+            requests: 0,
+            rows: 0,
         }
     }
+}
 
-    fn add_to(&mut self, limits: &Limits, start: i64, row: &MemberRow, offset: i64) {
-        let first = self.first_offset.entry(start).or_insert(offset);
+impl ClusterWindows {
+    /// Adds a member row to its pane, unless every window the pane is in
+    /// ends at or before `closed` (those were emitted already).
+    pub fn add(&mut self, limits: &Limits, row: &MemberRow, offset: i64, closed: i64) {
+        let pane = limits.pane_of(row.window_start);
+        if pane + limits.window_ms <= closed {
+            return;
+        }
+        let first = self.first_offset.entry(pane).or_insert(offset);
         *first = (*first).min(offset);
         let slot_ms = limits.slot_ms();
-        let slots = (limits.window_ms / slot_ms).max(1) as usize;
+        let slots = (limits.slide_ms / slot_ms).max(1) as usize;
         let kw = self
-            .windows
-            .entry(start)
+            .panes
+            .entry(pane)
             .or_default()
             .entry((row.kind.clone(), row.key.clone()))
-            .or_insert_with(|| KeyWindow {
-                members: BTreeMap::new(),
-                broad: false,
-                sketch: BottomK::new(limits.sketch_size),
-                requests: 0,
-                rows: 0,
-            });
+            .or_insert_with(|| KeyWindow::new(limits.sketch_size));
         kw.requests += row.requests;
         kw.rows += 1;
         kw.sketch.add(&row.account_id);
@@ -226,7 +242,7 @@ impl ClusterWindows {
             });
         m.requests += row.requests;
         for (i, c) in row.minute_counts.iter().enumerate() {
-            let at = row.window_start + i as i64 * 60_000 - start;
+            let at = row.window_start + i as i64 * 60_000 - pane;
             if at < 0 {
                 continue;
             }
@@ -240,50 +256,108 @@ impl ClusterWindows {
         m.own_score = m.own_score.max(row.own_score);
     }
 
-    /// Starts of the open windows ending at or before `through`.
-    pub fn closable(&self, limits: &Limits, through: i64) -> Vec<i64> {
-        self.windows
-            .keys()
-            .copied()
+    /// Starts of the windows not emitted yet (ending after `closed`) that
+    /// hold rows, ascending.
+    pub fn starts(&self, limits: &Limits, closed: i64) -> Vec<i64> {
+        let mut out = BTreeSet::new();
+        for &pane in self.panes.keys() {
+            out.extend(
+                limits
+                    .windows_of(pane)
+                    .filter(|s| s + limits.window_ms > closed),
+            );
+        }
+        out.into_iter().collect()
+    }
+
+    /// Of those, the windows ending at or before `through`.
+    pub fn closable(&self, limits: &Limits, through: i64, closed: i64) -> Vec<i64> {
+        self.starts(limits, closed)
+            .into_iter()
             .filter(|s| s + limits.window_ms <= through)
             .collect()
     }
 
-    pub fn starts(&self) -> Vec<i64> {
-        self.windows.keys().copied().collect()
-    }
-
-    /// Remove the window starting at `start` and compute its clusters,
-    /// sorted by (kind, key). Keys with fewer than `min_members` members
-    /// are dropped (a single account is not a cluster).
+    /// Merge the panes of the window starting at `start` into its
+    /// clusters, sorted by (kind, key), and drop the panes no later window
+    /// needs. Windows must be closed in order of start. Keys with fewer
+    /// than `min_members` members are dropped (a single account is not a
+    /// cluster).
     pub fn close(
         &mut self,
         limits: &Limits,
         start: i64,
         min_members: usize,
     ) -> Vec<ClusterFeatures> {
-        self.first_offset.remove(&start);
-        let Some(keys) = self.windows.remove(&start) else {
-            return Vec::new();
-        };
-        keys.into_iter()
+        let end = start + limits.window_ms;
+        let slot_ms = limits.slot_ms();
+        let slots = (limits.window_ms / slot_ms).max(1) as usize;
+        let mut merged: BTreeMap<(String, String), KeyWindow> = BTreeMap::new();
+        for (&pane, keys) in self.panes.range(start..end) {
+            let base = ((pane - start) / slot_ms) as usize;
+            for (k, kw) in keys {
+                let w = merged
+                    .entry(k.clone())
+                    .or_insert_with(|| KeyWindow::new(limits.sketch_size));
+                w.requests += kw.requests;
+                w.rows += kw.rows;
+                w.sketch.merge(&kw.sketch);
+                w.broad |= kw.broad;
+                if w.broad {
+                    w.members = BTreeMap::new();
+                    continue;
+                }
+                for (id, m) in &kw.members {
+                    let into = w.members.entry(id.clone()).or_insert_with(|| Member {
+                        minutes: vec![0; slots],
+                        templates: BTreeSet::new(),
+                        tool_schemas: BTreeSet::new(),
+                        requests: 0,
+                        tool_windows: 0,
+                        // The earliest pane's account attributes.
+                        own_score: 0.0,
+                        ..m.clone()
+                    });
+                    into.requests += m.requests;
+                    for (i, c) in m.minutes.iter().enumerate() {
+                        if let Some(slot) = into.minutes.get_mut(base + i) {
+                            *slot = slot.saturating_add(*c);
+                        }
+                    }
+                    into.templates.extend(m.templates.iter().copied());
+                    into.tool_windows += m.tool_windows;
+                    into.tool_schemas.extend(m.tool_schemas.iter().copied());
+                    into.own_score = into.own_score.max(m.own_score);
+                }
+                if w.members.len() > limits.max_members {
+                    w.broad = true;
+                    w.members = BTreeMap::new();
+                }
+            }
+        }
+        let keep = self.panes.split_off(&(start + limits.slide_ms));
+        self.panes = keep;
+        let keep = self.first_offset.split_off(&(start + limits.slide_ms));
+        self.first_offset = keep;
+        merged
+            .into_iter()
             .filter(|(_, kw)| kw.broad || kw.members.len() >= min_members.max(2))
-            .map(|((kind, key), kw)| features(kind, key, start, start + limits.window_ms, kw))
+            .map(|((kind, key), kw)| features(kind, key, start, end, kw))
             .collect()
     }
 
-    /// Oldest input offset an open window holds.
+    /// Oldest input offset an open pane holds.
     pub fn oldest_offset(&self) -> Option<i64> {
         self.first_offset.values().copied().min()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.windows.is_empty()
+        self.panes.is_empty()
     }
 
-    /// Members held over all open windows and keys.
+    /// Members held over all open panes and keys.
     pub fn held_members(&self) -> usize {
-        self.windows
+        self.panes
             .values()
             .flat_map(|k| k.values())
             .map(|kw| kw.members.len())
@@ -293,7 +367,7 @@ impl ClusterWindows {
     /// Approximate heap bytes held: what the memory benchmark reports.
     pub fn held_bytes(&self) -> usize {
         let mut total = 0;
-        for keys in self.windows.values() {
+        for keys in self.panes.values() {
             for ((kind, key), kw) in keys {
                 total += kind.len() + key.len() + std::mem::size_of::<KeyWindow>() + 64;
                 total += kw.sketch.smallest.len() * 40;
@@ -568,8 +642,11 @@ mod tests {
         for (i, r) in rows.iter().enumerate().rev() {
             backward.add(&LIMITS, r, i as i64, i64::MIN);
         }
-        assert_eq!(forward.closable(&LIMITS, 3_599_999), Vec::<i64>::new());
-        assert_eq!(forward.closable(&LIMITS, 3_600_000), vec![0]);
+        assert_eq!(
+            forward.closable(&LIMITS, 3_599_999, i64::MIN),
+            Vec::<i64>::new()
+        );
+        assert_eq!(forward.closable(&LIMITS, 3_600_000, i64::MIN), vec![0]);
         assert_eq!(forward.oldest_offset(), Some(0));
         let a = forward.close(&LIMITS, 0, 3);
         let b = backward.close(&LIMITS, 0, 3);
@@ -658,17 +735,70 @@ mod tests {
             // Windows ending at or before 05:00 were emitted before.
             w.add(&hop, &r, a, 5 * 3_600_000);
         }
-        assert_eq!(w.starts(), vec![0, 3_600_000, 2 * 3_600_000]);
-        assert_eq!(w.closable(&hop, 7 * 3_600_000), vec![0, 3_600_000]);
+        // One pane holds each row once, whatever the number of windows.
+        assert_eq!(w.held_members(), 3);
+        assert_eq!(
+            w.starts(&hop, 5 * 3_600_000),
+            vec![0, 3_600_000, 2 * 3_600_000]
+        );
+        assert_eq!(
+            w.closable(&hop, 7 * 3_600_000, 5 * 3_600_000),
+            vec![0, 3_600_000]
+        );
+        let first = w.close(&hop, 0, 3);
+        assert_eq!(first[0].window_end, 6 * 3_600_000);
+        assert_eq!(first[0].requests, 12);
         let c = &w.close(&hop, 3_600_000, 3)[0];
         assert_eq!(c.window_end, 7 * 3_600_000);
-        let get = |n: &str| c.features.iter().find(|(k, _)| k == n).unwrap().1;
-        // Three members, each with a tool set of its own.
-        assert_eq!(get("tool_schema_novelty"), Some(1.0));
-        // Activity is kept in 60 six-minute slots.
-        assert_eq!(hop.slot_ms(), 360_000);
-        let c = &w.close(&hop, 0, 3)[0];
         assert_eq!(c.requests, 12);
+        let get = |n: &str| c.features.iter().find(|(k, _)| k == n).unwrap().1;
+        // Three members, each with a tool set of its own in its one window.
+        assert_eq!(get("tool_schema_novelty"), Some(1.0));
+        assert_eq!(hop.slot_ms(), 360_000);
+        // The last window holding the pane drops it.
+        assert!(!w.is_empty());
+        assert_eq!(w.close(&hop, 2 * 3_600_000, 3).len(), 1);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_window_merges_its_panes() {
+        let hop = Limits {
+            window_ms: 3 * 3_600_000,
+            slide_ms: 3_600_000,
+            ..LIMITS
+        };
+        let mut w = ClusterWindows::default();
+        // Member a in hours 0 and 2, b in hour 1, c in hour 2.
+        for (i, (a, hour)) in [("a", 0), ("b", 1), ("a", 2), ("c", 2)].iter().enumerate() {
+            w.add(
+                &hop,
+                &row(a, "k", hour * 3_600_000, 2, 3),
+                i as i64,
+                i64::MIN,
+            );
+        }
+        assert_eq!(w.oldest_offset(), Some(0));
+        let starts = w.starts(&hop, i64::MIN);
+        assert_eq!(starts.first().copied(), Some(-2 * 3_600_000));
+        let mut out = Vec::new();
+        for s in starts {
+            out.extend(w.close(&hop, s, 3));
+        }
+        // Windows of hours 0-2 and 1-3 have three members each.
+        let got: Vec<(i64, Vec<String>, Vec<i64>)> = out
+            .iter()
+            .map(|c| (c.window_start, c.members.clone(), c.member_requests.clone()))
+            .collect();
+        let abc: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        assert_eq!(
+            got,
+            vec![
+                (0, abc.clone(), vec![4, 2, 2]),
+                (3_600_000, abc, vec![2, 2, 2])
+            ]
+        );
+        assert!(w.is_empty());
     }
 
     #[test]

@@ -122,6 +122,20 @@ impl ClusterModel {
                 "slide must be a whole number of minutes that divides window".into(),
             ));
         }
+        let probe = Limits {
+            window_ms,
+            slide_ms,
+            max_members: 0,
+            sketch_size: 0,
+        };
+        // A pane's activity series must be whole slots.
+        if slide_ms % probe.slot_ms() != 0 {
+            return Err(invalid(format!(
+                "slide must be a multiple of window / {} ({} s here)",
+                super::agg::SERIES_SLOTS,
+                probe.slot_ms() / 1000
+            )));
+        }
         if f.min_members < 2 || f.max_members < f.min_members {
             return Err(invalid("need 2 <= min_members <= max_members".into()));
         }
@@ -253,5 +267,21 @@ mod tests {
         let text = "model_version = \"x\"\ntop_reasons = 2\nwindow = \"1h\"\nmin_members = 3\nmax_members = 10\n[levels]\nelevated = 0.3\nhigh = 0.6\ncritical = 0.8\n[[rule]]\nfeature = \"nope\"\nweight = 0.5\nlow = 0.0\nhigh = 1.0\n";
         let e = ClusterModel::parse(Path::new("c.toml"), text).unwrap_err();
         assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn slides_that_do_not_tile_the_window_are_refused() {
+        let text = |window: &str, slide: &str| {
+            format!("model_version = \"x\"\ntop_reasons = 2\nwindow = \"{window}\"\nslide = \"{slide}\"\nmin_members = 3\nmax_members = 10\n[levels]\nelevated = 0.3\nhigh = 0.6\ncritical = 0.8\n[[rule]]\nfeature = \"members\"\nweight = 0.5\nlow = 0.0\nhigh = 1.0\n")
+        };
+        let ok = ClusterModel::parse(Path::new("c.toml"), &text("6h", "1h")).unwrap();
+        assert_eq!(
+            (ok.limits.window_ms, ok.limits.slide_ms),
+            (21_600_000, 3_600_000)
+        );
+        for (window, slide) in [("6h", "7m"), ("5h", "2h"), ("7h", "1h")] {
+            let e = ClusterModel::parse(Path::new("c.toml"), &text(window, slide)).unwrap_err();
+            assert!(e.to_string().contains("slide"), "{window}/{slide}: {e}");
+        }
     }
 }

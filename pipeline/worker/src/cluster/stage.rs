@@ -488,9 +488,9 @@ impl Stage<'_> {
             }
             Some(row) => {
                 let closed = part.state.closed;
-                // Latest window first: if it was emitted, all were.
-                let last = limits.windows_of(row.window_start).next();
-                if last.is_none_or(|s| s + limits.window_ms <= closed) {
+                // The latest window holding the row's pane: if it was
+                // emitted, all were.
+                if limits.pane_of(row.window_start) + limits.window_ms <= closed {
                     self.metrics.rows_after_close += 1;
                     return;
                 }
@@ -526,10 +526,10 @@ impl Stage<'_> {
             let flush = self.flushing(&self.parts[&p]);
             let part = self.parts.get_mut(&p).expect("listed");
             let starts = if flush {
-                part.windows.starts()
+                part.windows.starts(&limits, part.state.closed)
             } else {
                 match part.state.through() {
-                    Some(t) => part.windows.closable(&limits, t),
+                    Some(t) => part.windows.closable(&limits, t, part.state.closed),
                     None => Vec::new(),
                 }
             };
