@@ -31,7 +31,9 @@ pub fn window_context() -> SessionContext {
     let config = SessionConfig::new()
         .with_target_partitions(1)
         .with_information_schema(false);
-    SessionContext::new_with_config(config)
+    let ctx = SessionContext::new_with_config(config);
+    crate::functions::register(&ctx);
+    ctx
 }
 
 /// Join a window's requests with the responses that may answer them.

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod decode;
 pub mod enrich;
+pub mod functions;
 pub mod golden;
 pub mod io;
 pub mod jobs;
