@@ -145,6 +145,12 @@ pub struct Limits {
     pub slide_ms: i64,
     pub max_members: usize,
     pub sketch_size: usize,
+    /// How many of the identity attributes most members share (young,
+    /// unverified, discounted sign-up, the common sign-up day) a typical
+    /// member may lack. Identity can be bought (an aged or verified
+    /// account resold to the campaign); behaviour (shared templates, its
+    /// own score, its volume) must still match.
+    pub typical_may_lack: usize,
 }
 
 /// Open cluster windows of one partition of the features topic, kept as
@@ -342,7 +348,7 @@ impl ClusterWindows {
         merged
             .into_iter()
             .filter(|(_, kw)| kw.broad || kw.members.len() >= min_members.max(2))
-            .map(|((kind, key), kw)| features(kind, key, start, end, kw))
+            .map(|((kind, key), kw)| features(kind, key, start, end, kw, limits.typical_may_lack))
             .collect()
     }
 
@@ -449,7 +455,14 @@ pub const CONSENSUS: f64 = 0.7;
 /// requests.
 pub const VOLUME_SPREAD: f64 = 10.0;
 
-fn features(kind: String, key: String, start: i64, end: i64, kw: KeyWindow) -> ClusterFeatures {
+fn features(
+    kind: String,
+    key: String,
+    start: i64,
+    end: i64,
+    kw: KeyWindow,
+    may_lack: usize,
+) -> ClusterFeatures {
     let mut f: BTreeMap<&str, Option<f64>> = FEATURES.iter().map(|n| (*n, None)).collect();
     f.insert("total_requests", Some(kw.requests as f64));
     let member_count = if kw.broad {
@@ -543,11 +556,14 @@ fn features(kind: String, key: String, start: i64, end: i64, kw: KeyWindow) -> C
         typical = ms
             .iter()
             .map(|m| {
-                (!need_young || young(m) == Some(true))
-                    && (!need_unverified || !m.verified)
-                    && (!need_discounted || discounted(m) == Some(true))
+                let lacks = [
+                    need_young && young(m) != Some(true),
+                    need_unverified && m.verified,
+                    need_discounted && discounted(m) != Some(true),
+                    need_day && m.signup_day != top_day.map(|t| t.0),
+                ];
+                lacks.iter().filter(|l| **l).count() <= may_lack
                     && (!need_overlap || overlaps(m))
-                    && (!need_day || m.signup_day == top_day.map(|t| t.0))
                     && m.own_score >= 0.5 * mean_score
                     // A load-balanced cluster's members send alike; one far
                     // busier (a reseller behind a shared client) is not one.
@@ -605,6 +621,7 @@ mod tests {
         slide_ms: 3_600_000,
         max_members: 50,
         sketch_size: 64,
+        typical_may_lack: 0,
     };
 
     #[test]
@@ -711,6 +728,48 @@ mod tests {
             .collect();
         assert_eq!(typical.len(), 8, "{typical:?}");
         assert!(typical.iter().all(|m| m.starts_with("hydra-")));
+    }
+
+    #[test]
+    fn a_bought_account_that_behaves_like_the_rest_is_typical_when_one_lack_is_allowed() {
+        let lenient = Limits {
+            typical_may_lack: 1,
+            ..LIMITS
+        };
+        let members = |limits: &Limits| {
+            let mut w = ClusterWindows::default();
+            for a in 0..8 {
+                w.add(
+                    limits,
+                    &row(&format!("hydra-{a}"), "k", 0, 2, a),
+                    a as i64,
+                    i64::MIN,
+                );
+            }
+            // An aged account sending the hydra's templates: bought.
+            let mut bought = row("bought", "k", 0, 2, 0);
+            bought.account_age_days = Some(700.0);
+            w.add(limits, &bought, 20, i64::MIN);
+            // Old and verified: lacks two attributes.
+            let mut bystander = row("old-user", "k", 0, 2, 0);
+            bystander.account_age_days = Some(900.0);
+            bystander.verified = true;
+            w.add(limits, &bystander, 21, i64::MIN);
+            // Young and unverified like the rest, but its own prompts.
+            let mut own_prompts = row("own-prompts", "k", 0, 2, 0);
+            own_prompts.templates = vec![99];
+            w.add(limits, &own_prompts, 22, i64::MIN);
+            let c = w.close(limits, 0, 3).remove(0);
+            c.members
+                .into_iter()
+                .zip(c.typical)
+                .filter(|(_, t)| *t)
+                .map(|(m, _)| m)
+                .filter(|m| !m.starts_with("hydra-"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(members(&LIMITS), Vec::<String>::new());
+        assert_eq!(members(&lenient), vec!["bought".to_string()]);
     }
 
     #[test]

@@ -40,6 +40,8 @@ struct File {
     member_scores_from: String,
     #[serde(default = "default_member_kinds")]
     member_kinds: Vec<String>,
+    #[serde(default)]
+    typical_may_lack: usize,
     levels: Levels,
     #[serde(rename = "rule")]
     rules: Vec<FeatureRule>,
@@ -127,6 +129,7 @@ impl ClusterModel {
             slide_ms,
             max_members: 0,
             sketch_size: 0,
+            typical_may_lack: 0,
         };
         // A pane's activity series must be whole slots.
         if slide_ms % probe.slot_ms() != 0 {
@@ -159,6 +162,7 @@ impl ClusterModel {
             model_version: f.model_version,
             top_reasons: f.top_reasons,
             levels: f.levels,
+            family_caps: Default::default(),
             rules: f.rules,
         };
         scoring.validate().map_err(invalid)?;
@@ -180,6 +184,7 @@ impl ClusterModel {
                 slide_ms,
                 max_members: f.max_members,
                 sketch_size: f.sketch_size,
+                typical_may_lack: f.typical_may_lack,
             },
             min_members: f.min_members,
             member_level,
