@@ -142,6 +142,12 @@ pub struct EvalArgs {
     /// Write the HTML report here instead of DIR/eval.html.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// Also write every score to DIR/features.tsv, one record a line:
+    /// account, window end (epoch ms), score, then `name=value` for each
+    /// non-NULL feature of an account score, or `cluster=ID` for a member
+    /// score. For calibrating a scoring model offline.
+    #[arg(long)]
+    pub features: bool,
 }
 
 #[derive(Debug, Args)]

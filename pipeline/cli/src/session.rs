@@ -202,6 +202,16 @@ pub async fn score(cfg: &Config, expected: Option<u64>) -> Result<Metrics> {
 /// published schema, as any consumer of the topic would. Also returns the
 /// model versions seen.
 pub fn read_scores(cfg: &Config, topic: &str) -> Result<(Vec<ScoreRow>, Vec<String>)> {
+    read_scores_dumping(cfg, topic, None)
+}
+
+/// [`read_scores`], also writing every account score's features to `dump`
+/// (see `eval --features`).
+pub fn read_scores_dumping(
+    cfg: &Config,
+    topic: &str,
+    mut dump: Option<&mut dyn std::io::Write>,
+) -> Result<(Vec<ScoreRow>, Vec<String>)> {
     let bar = spinner(format!("reading {topic}"));
     let mut cc = cfg.consumer_config();
     cc.set(
@@ -223,14 +233,56 @@ pub fn read_scores(cfg: &Config, topic: &str) -> Result<(Vec<ScoreRow>, Vec<Stri
                 "{topic} holds a record with schema id {id}, expected RiskScore ({})",
                 schema.id
             );
-            let (row, version) =
-                score_row(apache_avro::from_avro_datum(&schema.avro, &mut body, None)?)?;
+            let value = apache_avro::from_avro_datum(&schema.avro, &mut body, None)?;
+            if let Some(out) = dump.as_deref_mut() {
+                write_features(out, &value)?;
+            }
+            let (row, version) = score_row(value)?;
             versions.insert(version);
             Ok(row)
         })
         .collect::<Result<Vec<_>>>()?;
     bar.finish_and_clear();
     Ok((rows, versions.into_iter().collect()))
+}
+
+/// One line of `eval --features`: account, window end, score and the
+/// non-NULL features of an account score, or `cluster=ID` for a member
+/// score.
+fn write_features(out: &mut dyn std::io::Write, v: &Value) -> Result<()> {
+    let Value::Record(fields) = v else {
+        anyhow::bail!("score is not a record")
+    };
+    let get = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    let (
+        Some(Value::String(account)),
+        Some(Value::TimestampMillis(end)),
+        Some(Value::Double(score)),
+    ) = (get("account_id"), get("window_end"), get("score"))
+    else {
+        anyhow::bail!("score without account_id, window_end or score")
+    };
+    write!(out, "{account}\t{end}\t{score}")?;
+    if let Some(Value::Union(1, cluster)) = get("cluster_id") {
+        if let Value::String(c) = cluster.as_ref() {
+            writeln!(out, "\tcluster={c}")?;
+        }
+        return Ok(());
+    }
+    if let Some(Value::Array(items)) = get("features") {
+        for item in items {
+            let Value::Record(f) = item else { continue };
+            if let (Some((_, Value::String(name))), Some((_, Value::Union(_, value)))) =
+                (f.first(), f.get(1))
+            {
+                if let Value::Double(x) = value.as_ref() {
+                    write!(out, "\t{name}={x}")?;
+                }
+            }
+        }
+    }
+    writeln!(out)?;
+    Ok(())
 }
 
 fn score_row(v: Value) -> Result<(ScoreRow, String)> {

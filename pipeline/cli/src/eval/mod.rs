@@ -356,7 +356,20 @@ pub async fn run(mut cfg: Config, args: &EvalArgs) -> Result<()> {
         if args.truth.is_some() { "3/3" } else { "5/5" },
         origin.scores_topic
     );
-    let (scores, versions) = session::read_scores(&cfg, &origin.scores_topic)?;
+    let (scores, versions) = if args.features {
+        let path = args.out.join("features.tsv");
+        std::fs::create_dir_all(&args.out)
+            .with_context(|| format!("creating {}", args.out.display()))?;
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        let read = session::read_scores_dumping(&cfg, &origin.scores_topic, Some(&mut file))?;
+        std::io::Write::flush(&mut file).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("      features of every account score: {}", path.display());
+        read
+    } else {
+        session::read_scores(&cfg, &origin.scores_topic)?
+    };
     if cfg.clusters.enabled && args.scores_topic.is_none() {
         let clusters = session::read_clusters(&cfg, &cfg.topics.clusters)?;
         let path = args.out.join("clusters.jsonl");
