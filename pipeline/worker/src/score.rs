@@ -46,6 +46,11 @@ pub struct FeatureRule {
     pub high: f64,
     #[serde(default)]
     pub why: String,
+    /// The family this rule's evidence belongs to: a family with a cap in
+    /// `[family_caps]` contributes at most that much, however many of its
+    /// rules fire (see [`ScoringModel::family_caps`]).
+    #[serde(default)]
+    pub family: Option<String>,
 }
 
 impl FeatureRule {
@@ -63,6 +68,15 @@ pub struct ScoringModel {
     pub model_version: String,
     pub top_reasons: usize,
     pub levels: Levels,
+    /// Most a family of rules may add to the score. Rules of one family
+    /// read the same evidence several ways (the share of a window's
+    /// requests eliciting reasoning, the hours of six in which most did),
+    /// so without a cap one kind of behaviour could reach `high` on its
+    /// own. When a family's contributions exceed its cap they are scaled
+    /// down in proportion, and the reasons show the scaled values, so
+    /// reasons still add up to the score.
+    #[serde(default)]
+    pub family_caps: BTreeMap<String, f64>,
     #[serde(rename = "rule")]
     pub rules: Vec<FeatureRule>,
 }
@@ -178,6 +192,18 @@ impl ScoringModel {
                 )));
             }
         }
+        for (family, cap) in &m.family_caps {
+            if !(*cap > 0.0 && *cap <= 1.0) {
+                return Err(invalid(format!(
+                    "family_caps.{family}: a cap must be in (0, 1]"
+                )));
+            }
+            if !m.rules.iter().any(|r| r.family.as_ref() == Some(family)) {
+                return Err(invalid(format!(
+                    "family_caps.{family}: no rule has family = {family:?}"
+                )));
+            }
+        }
         if m.model_version.trim().is_empty() {
             return Err(invalid("model_version is empty".into()));
         }
@@ -225,10 +251,28 @@ impl ScoringModel {
         &'a self,
         values: impl Iterator<Item = (&'a FeatureRule, Option<f64>)>,
     ) -> (f64, Level, Vec<Reason>) {
-        let mut reasons: Vec<Reason> = values
+        let raw: Vec<(&FeatureRule, f64, f64)> = values
             .filter_map(|(rule, v)| {
                 let v = v?;
-                let c = round9(rule.contribution(Some(v)));
+                let c = rule.contribution(Some(v));
+                (c > 0.0).then_some((rule, v, c))
+            })
+            .collect();
+        let mut family_sums: BTreeMap<&str, f64> = BTreeMap::new();
+        for (rule, _, c) in &raw {
+            if let Some(f) = &rule.family {
+                *family_sums.entry(f.as_str()).or_default() += c;
+            }
+        }
+        let mut reasons: Vec<Reason> = raw
+            .into_iter()
+            .filter_map(|(rule, v, c)| {
+                let scale = rule
+                    .family
+                    .as_deref()
+                    .and_then(|f| Some((self.family_caps.get(f)?, family_sums[f])))
+                    .map_or(1.0, |(cap, sum)| if sum > *cap { cap / sum } else { 1.0 });
+                let c = round9(c * scale);
                 (c > 0.0).then(|| Reason {
                     feature: rule.feature.clone(),
                     value: v,
@@ -384,6 +428,46 @@ high = 0.5
         assert_eq!(s[1].level, Level::Low);
         assert!(s[1].reasons.is_empty());
         assert_eq!(s[1].features[1], ("cv".to_string(), None));
+    }
+
+    #[test]
+    fn a_capped_family_is_scaled_down_and_its_reasons_still_add_up() {
+        // cv and dup as one family capped at 0.2: a's 0.15 + 0.2 = 0.35
+        // become 0.0857.. + 0.1142.. = 0.2; cot (0.5) is outside it.
+        let text = MODEL
+            .replace(
+                "feature = \"cv\"\n",
+                "feature = \"cv\"\nfamily = \"window\"\n",
+            )
+            .replace(
+                "feature = \"dup\"\n",
+                "feature = \"dup\"\nfamily = \"window\"\n",
+            )
+            .replace("[levels]", "[family_caps]\nwindow = 0.2\n\n[levels]");
+        let m = ScoringModel::parse(Path::new("s.toml"), &text).unwrap();
+        let s = m.score(&features(), &BTreeMap::new(), 0, 600_000, "v");
+        assert_eq!(s[0].score, 0.7);
+        let c = |f: &str| {
+            s[0].reasons
+                .iter()
+                .find(|r| r.feature == f)
+                .map(|r| r.contribution)
+        };
+        assert_eq!(c("cot"), Some(0.5));
+        assert_eq!(c("dup"), Some(round9(0.2 * 0.2 / 0.35)));
+        // Below the cap nothing changes: b has no window evidence.
+        assert_eq!(s[1].score, 0.0);
+        // A cap naming no family, or out of range, is refused.
+        for bad in [
+            "[family_caps]\nwidnow = 0.2\n",
+            "[family_caps]\nwindow = 1.5\n",
+        ] {
+            let t = text.replace("[family_caps]\nwindow = 0.2\n", bad);
+            assert!(
+                ScoringModel::parse(Path::new("s.toml"), &t).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
