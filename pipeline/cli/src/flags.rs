@@ -60,6 +60,11 @@ pub enum Command {
     Jobs(JobsArgs),
     /// Print the effective configuration (defaults, file, environment).
     Config(ConfigArgs),
+    /// Measure throughput, per-stage cost and memory: labelled traffic,
+    /// pre-encoded in memory, through the production worker loop with no
+    /// broker, against the decoder alone (the decode floor). Release build
+    /// recommended: `cargo run --release -p distill-watch -- bench`.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +153,17 @@ pub struct EvalArgs {
     /// score. For calibrating a scoring model offline.
     #[arg(long)]
     pub features: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Input traffic (default scenario: eval, 48 hours, about 940,000
+    /// exchanges at scale 1).
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
+    /// Also write the figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 //! over the libraries: the worker (`distill_watch`), the traffic generator
 //! (`distill_watch_traffic`) and the local broker manager (`local_broker`).
 
+mod bench;
 mod demo;
 mod eval;
 mod flags;
@@ -21,7 +22,7 @@ fn main() -> ExitCode {
     // Commands with progress bars keep the log to warnings unless asked:
     // the bars say what is happening.
     let default_log = match cli.command {
-        Command::Demo(_) | Command::Eval(_) | Command::Gen(_) => "warn",
+        Command::Demo(_) | Command::Eval(_) | Command::Gen(_) | Command::Bench(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -66,6 +67,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         },
         Command::Jobs(args) => jobs(&load()?, &args.action).await,
         Command::Config(args) => config(&cli, args),
+        Command::Bench(args) => bench::run(load()?, args).await,
     }
 }
 

@@ -1,6 +1,17 @@
 //! The command line as users call it.
 
-use std::process::Command;
+use std::process::{Command, Output};
+
+/// The command's stdout, after checking it exited with success (its stderr
+/// says why not).
+fn succeeded(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
 
 #[test]
 fn config_file_from_distill_watch_config_is_read_and_cli_variables_are_not_config_keys() {
@@ -14,12 +25,7 @@ fn config_file_from_distill_watch_config_is_read_and_cli_variables_are_not_confi
         .env("DISTILL_WATCH_NISSHI", "/nonexistent")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(stdout.contains("group_id = \"from-the-file\""), "{stdout}");
     // A misspelt configuration variable is still an error.
     let out = Command::new(env!("CARGO_BIN_EXE_distill-watch"))
@@ -29,4 +35,41 @@ fn config_file_from_distill_watch_config_is_read_and_cli_variables_are_not_confi
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("DISTILL_WATCH_KAFKA_GROUP"));
+}
+
+#[test]
+fn bench_prints_rates_stages_and_memory_and_writes_them_as_json() {
+    let json = std::env::temp_dir().join(format!("dw-bench-{}.json", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_distill-watch"))
+        .args(["bench", "--scenario", "ci", "--scale", "0.2", "--json"])
+        .arg(&json)
+        // The shipped jobs and models, as from a checkout's root.
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .output()
+        .unwrap();
+    let stdout = succeeded(&out);
+    for line in [
+        "decode floor",
+        "in-process pipeline",
+        "raw jobs",
+        "bytes per event",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).ok();
+    let num = |p: &str| v.pointer(p).and_then(|x| x.as_f64()).unwrap_or(-1.0);
+    assert!(num("/input/exchanges") > 0.0, "{v}");
+    assert!(num("/scores") > 0.0, "{v}");
+    assert!(num("/memory/rows_at_peak") > 0.0, "{v}");
+    // The pipeline decodes too, so it can never beat the decoder alone.
+    assert!(
+        num("/in_process/per_core") > 0.0
+            && num("/in_process/per_core") < num("/decode_floor/per_core"),
+        "{v}"
+    );
+    let stages = v["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 9);
+    let seconds: f64 = stages.iter().map(|s| s["seconds"].as_f64().unwrap()).sum();
+    assert!(seconds > 0.0 && seconds <= num("/in_process/wall_s"), "{v}");
 }

@@ -126,3 +126,64 @@ impl fmt::Display for Metrics {
         )
     }
 }
+
+/// Wall-clock time spent in each stage of the worker loop, summed over the
+/// run. Kept apart from [`Metrics`], which is a function of the input only:
+/// these vary from run to run. `distill-watch bench` prints them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    /// Avro → Arrow, and the checks of each record.
+    pub decode: std::time::Duration,
+    /// Placing decoded rows in their windows (watermarks, duplicates, late
+    /// events, memory budget).
+    pub window: std::time::Duration,
+    /// Request ⋈ response and the account table: the `events` table.
+    pub join_enrich: std::time::Duration,
+    /// Raw jobs over the base window's events.
+    pub jobs: std::time::Duration,
+    /// Revisions of emitted windows by late events (raw jobs again).
+    pub revisions: std::time::Duration,
+    /// Roll-up jobs closing at the boundary.
+    pub rollups: std::time::Duration,
+    /// Merging job outputs and applying the scoring model.
+    pub score: std::time::Duration,
+    /// Member rows for the cluster stage.
+    pub members: std::time::Duration,
+    /// Encoding scores and committing cycles to the sink.
+    pub sink: std::time::Duration,
+}
+
+impl StageTimes {
+    /// Every stage with its name, in pipeline order.
+    pub fn stages(&self) -> [(&'static str, std::time::Duration); 9] {
+        [
+            ("decode", self.decode),
+            ("window", self.window),
+            ("join + enrich", self.join_enrich),
+            ("raw jobs", self.jobs),
+            ("revisions", self.revisions),
+            ("roll-ups", self.rollups),
+            ("scoring", self.score),
+            ("member rows", self.members),
+            ("sink", self.sink),
+        ]
+    }
+
+    pub fn total(&self) -> std::time::Duration {
+        self.stages().iter().map(|(_, d)| *d).sum()
+    }
+}
+
+impl std::ops::AddAssign for StageTimes {
+    fn add_assign(&mut self, o: StageTimes) {
+        self.decode += o.decode;
+        self.window += o.window;
+        self.join_enrich += o.join_enrich;
+        self.jobs += o.jobs;
+        self.revisions += o.revisions;
+        self.rollups += o.rollups;
+        self.score += o.score;
+        self.members += o.members;
+        self.sink += o.sink;
+    }
+}

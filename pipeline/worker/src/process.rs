@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
@@ -15,6 +16,7 @@ use crate::decode::{DecodeError, RecordDecoder};
 use crate::enrich::{enrich, AccountTable, EnrichError};
 use crate::jobs::{merge_outputs, run_job, Job, JobError, JobInput, JobSet, EVENTS_TABLE};
 use crate::join::{join_window, window_context, JoinError};
+use crate::metrics::StageTimes;
 use crate::rollup::{input_schema, RollupRecord, Rollups};
 use crate::schemas::SchemaSet;
 use crate::score::{RiskScore, ScoreError, ScoringModel};
@@ -69,6 +71,8 @@ pub struct WindowResult {
     /// Member rows of the base window for the cluster stage (when
     /// [`Detector::publish_members`] is on).
     pub members: Vec<crate::cluster::MemberRow>,
+    /// Time spent per stage on this boundary.
+    pub times: StageTimes,
 }
 
 /// Jobs + scoring model, checked against each other at load time.
@@ -231,9 +235,11 @@ impl Detector {
                 own_rows += b.num_rows();
                 own_ids.extend(ids.iter().flatten().map(str::to_string));
             }
+            let t = Instant::now();
             let (events, duplicates, unknown) = self
                 .events(w.requests, w.responses, accounts, w.start, w.end)
                 .await?;
+            result.times.join_enrich += t.elapsed();
             let (matched_own, matched_next) = matched_responses(&events, w.end);
             result.unmatched_responses = own_ids
                 .iter()
@@ -251,12 +257,15 @@ impl Detector {
                 if self.publish_members {
                     window_events = Some(events.clone());
                 }
+                let t = Instant::now();
                 raw_outputs = self.run_raw(events, |_| true).await?;
+                result.times.jobs += t.elapsed();
                 if self.jobs.max_lateness_ms() > 0 {
                     state.raw.insert(end, raw_outputs.clone());
                 }
             }
         }
+        let t = Instant::now();
         for rev in windows.revisions_at(end) {
             let mut scores = self.score_revision(rev, state, accounts).await?;
             result.revised += scores.iter().filter(|s| s.revision > 0).count() as u64;
@@ -285,7 +294,10 @@ impl Detector {
                 settled.push((job.name.clone(), window_end, b));
             }
         }
+        result.times.revisions += t.elapsed();
+        let t = Instant::now();
         let b = state.rollups.boundary(&self.jobs, end, settled).await?;
+        result.times.rollups += t.elapsed();
         result.rollup_records = b.records;
         let keep_after = end - self.jobs.max_lateness_ms();
         state.raw = state.raw.split_off(&(keep_after + 1));
@@ -294,6 +306,7 @@ impl Detector {
         if outputs.is_empty() {
             return Ok(result);
         }
+        let t = Instant::now();
         let accounts_in_window: Vec<String> = counts.keys().cloned().collect();
         let features = merge_outputs(&outputs, &accounts_in_window)?;
         let counts: BTreeMap<&str, (i64, i64)> =
@@ -302,8 +315,11 @@ impl Detector {
         let mut first = self
             .model
             .score(&features, &counts, start, end, &self.model_version);
+        result.times.score += t.elapsed();
         if let Some(events) = window_events {
+            let t = Instant::now();
             result.members = crate::cluster::member_rows(&events, &first, start, end);
+            result.times.members += t.elapsed();
         }
         // First emissions before the revisions of older windows.
         first.append(&mut result.scores);

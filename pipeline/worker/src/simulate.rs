@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::decode::{RawMessage, RecordDecoder};
 use crate::enrich::AccountTable;
 use crate::io::{Accounts, Membership, Opened, Sink, Source};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StageTimes};
 use crate::process::{Detector, ProcessError};
 use crate::rollup::{decode_rows, encode_rows, RollupRecord};
 use crate::schemas::SchemaSet;
@@ -591,8 +591,12 @@ pub struct SimOutput {
     pub metrics: Metrics,
     /// The most bytes open base windows held at once.
     pub peak_window_bytes: usize,
+    /// Rows (requests and responses) those windows held at that moment.
+    pub peak_window_rows: usize,
     /// The most bytes roll-ups held at once.
     pub peak_rollup_bytes: usize,
+    /// Time spent per stage.
+    pub times: StageTimes,
 }
 
 /// Score `input` as one partition pair with the worker loop on the
@@ -603,45 +607,73 @@ pub async fn score_stream(
     input: &SimInput<'_>,
     out_of_orderness_ms: i64,
 ) -> Result<SimOutput, WorkerError> {
-    let accounts: Vec<(&str, &[u8], i64)> = input
-        .accounts
-        .iter()
-        .map(|r| (r.key, r.value, r.timestamp_ms))
-        .collect();
-    let table = account_table(&accounts)?;
-    let mut cfg = Config::defaults();
-    cfg.worker.exit_at_eof = true;
-    cfg.window.out_of_orderness = Duration::from_millis(out_of_orderness_ms.max(0) as u64);
-    let broker = MemBroker::new(1, ["requests", "responses"], 0);
-    for (side, r) in &input.events {
-        broker.append(*side, 0, Some(r.key.as_bytes()), r.value, r.timestamp_ms);
-    }
-    let source = broker.join();
-    let mut worker = WorkerLoop::new(
-        &cfg,
-        detector,
-        source,
-        broker.sink(),
-        MemAccounts(Arc::new(table)),
-    )?;
-    let progress = Progress::default();
-    let (mut peak_window_bytes, mut peak_rollup_bytes) = (0, 0);
-    loop {
-        let step = worker.step(&progress).await?;
-        let (w, r) = worker.held_bytes();
-        peak_window_bytes = peak_window_bytes.max(w);
-        peak_rollup_bytes = peak_rollup_bytes.max(r);
-        if step == Step::Done {
-            break;
+    SimRun::load(input, out_of_orderness_ms)?
+        .run(detector)
+        .await
+}
+
+/// A [`score_stream`] run split in two: loading the input into the
+/// in-memory broker, then running the worker loop over it, so a benchmark
+/// can time the second alone.
+pub struct SimRun {
+    cfg: Config,
+    broker: MemBroker,
+    table: Arc<AccountTable>,
+}
+
+impl SimRun {
+    pub fn load(input: &SimInput<'_>, out_of_orderness_ms: i64) -> Result<SimRun, WorkerError> {
+        let accounts: Vec<(&str, &[u8], i64)> = input
+            .accounts
+            .iter()
+            .map(|r| (r.key, r.value, r.timestamp_ms))
+            .collect();
+        let table = account_table(&accounts)?;
+        let mut cfg = Config::defaults();
+        cfg.worker.exit_at_eof = true;
+        cfg.window.out_of_orderness = Duration::from_millis(out_of_orderness_ms.max(0) as u64);
+        let broker = MemBroker::new(1, ["requests", "responses"], 0);
+        for (side, r) in &input.events {
+            broker.append(*side, 0, Some(r.key.as_bytes()), r.value, r.timestamp_ms);
         }
+        Ok(SimRun {
+            cfg,
+            broker,
+            table: Arc::new(table),
+        })
     }
-    let metrics = worker.stop().await?;
-    Ok(SimOutput {
-        scores: broker.outputs().score_records,
-        metrics,
-        peak_window_bytes,
-        peak_rollup_bytes,
-    })
+
+    /// Run the worker loop to the end of input.
+    pub async fn run(self, detector: &Detector) -> Result<SimOutput, WorkerError> {
+        let SimRun { cfg, broker, table } = self;
+        let source = broker.join();
+        let mut worker =
+            WorkerLoop::new(&cfg, detector, source, broker.sink(), MemAccounts(table))?;
+        let progress = Progress::default();
+        let (mut peak_window_bytes, mut peak_window_rows, mut peak_rollup_bytes) = (0, 0, 0);
+        loop {
+            let step = worker.step(&progress).await?;
+            let (w, r) = worker.held_bytes();
+            if w > peak_window_bytes {
+                peak_window_bytes = w;
+                peak_window_rows = worker.held_rows();
+            }
+            peak_rollup_bytes = peak_rollup_bytes.max(r);
+            if step == Step::Done {
+                break;
+            }
+        }
+        let times = worker.stage_times();
+        let metrics = worker.stop().await?;
+        Ok(SimOutput {
+            scores: broker.outputs().score_records,
+            metrics,
+            peak_window_bytes,
+            peak_window_rows,
+            peak_rollup_bytes,
+            times,
+        })
+    }
 }
 
 /// Highest score per account.

@@ -24,7 +24,7 @@ use crate::checkpoint::Checkpoints;
 use crate::config::{Config, Delivery};
 use crate::decode::{RawMessage, RecordDecoder, Reject, RejectKind, PARTITION_COL};
 use crate::io::{Accounts, Sink, Source};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StageTimes};
 use crate::process::{BoundaryState, Detector, ProcessError};
 use crate::rollup::Rollups;
 use crate::schemas::SchemaSet;
@@ -322,6 +322,7 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
                 positions: BTreeMap::new(),
                 paused: BTreeSet::new(),
                 metrics: Metrics::default(),
+                times: StageTimes::default(),
             },
             last_report: clock(),
             clock,
@@ -341,6 +342,16 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
 
     pub fn metrics(&self) -> &Metrics {
         &self.state.metrics
+    }
+
+    /// Time spent per stage so far.
+    pub fn stage_times(&self) -> StageTimes {
+        self.state.times
+    }
+
+    /// Rows (requests and responses) held now in open base windows.
+    pub fn held_rows(&self) -> usize {
+        self.state.buffered_rows()
     }
 
     /// Bytes held now: rows of open base windows, and roll-ups' held rows
@@ -553,6 +564,7 @@ struct State<P> {
     /// Partitions paused for the memory budget.
     paused: BTreeSet<TopicPartition>,
     metrics: Metrics,
+    times: StageTimes,
 }
 
 /// Windows scored in one step at most, and the time a step may spend
@@ -683,7 +695,10 @@ impl<P> State<P> {
         if msgs.is_empty() {
             return Ok(());
         }
+        let t = Instant::now();
         let decoded = decoder.decode(&msgs)?;
+        self.times.decode += t.elapsed();
+        let t = Instant::now();
         for r in &decoded.rejects {
             let m = &msgs[r.msg_index];
             // Not ours (revoked during this poll): its new owner reads it.
@@ -727,6 +742,7 @@ impl<P> State<P> {
                 pair.dlq_since.get_or_insert(now);
             }
         }
+        self.times.window += t.elapsed();
         for m in &msgs {
             let tp = (side, m.partition);
             if !self.assignment.contains(&tp) {
@@ -912,6 +928,7 @@ impl<P> State<P> {
                 windows.expire(end);
                 windows.note_matched(end, std::mem::take(&mut result.matched_next));
                 self.metrics.count_window(&result);
+                self.times += result.times;
                 tracing::debug!(
                     partition,
                     boundary = end,
@@ -962,8 +979,10 @@ impl<P> State<P> {
                         .push((source.topic(side).to_string(), resume));
                 }
             }
+            let t = Instant::now();
             sink.commit(&mut pair.sink, &cycle, &offsets, source)
                 .await?;
+            self.times.sink += t.elapsed();
             for &((side, _), o) in &offsets {
                 pair.committed[side.idx()] = Some(o);
             }
