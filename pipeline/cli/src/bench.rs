@@ -38,6 +38,9 @@ struct Input {
     scenario: String,
     seed: u64,
     scale: f64,
+    hours: f64,
+    /// Exchanges per base window (10 minutes) on average.
+    exchanges_per_window: f64,
     exchanges: u64,
     requests: u64,
     responses: u64,
@@ -96,13 +99,26 @@ struct Report {
 }
 
 pub async fn run(cfg: Config, args: &BenchArgs) -> Result<()> {
-    let (scenario, seed) = session::scenario(&args.traffic, "eval")?;
+    let (mut scenario, seed) = session::scenario(&args.traffic, "eval")?;
+    if let Some(h) = args.hours {
+        anyhow::ensure!(
+            h.is_finite() && h > 0.0,
+            "--hours must be a positive number, not {h}"
+        );
+        scenario.duration_ms = (h * 3_600_000.0) as i64;
+        if let Some(r) = &mut scenario.release {
+            r.at_ms = r.at_ms.min(scenario.duration_ms / 2);
+        }
+    }
     eprintln!("[1/3] generating the input");
     let traffic = session::generate(&scenario, seed, args.traffic.scale);
     let input = Input {
         scenario: scenario.name.clone(),
         seed,
         scale: args.traffic.scale,
+        hours: scenario.duration_ms as f64 / 3_600_000.0,
+        exchanges_per_window: traffic.requests.len() as f64
+            / (scenario.duration_ms as f64 / 600_000.0).max(1.0),
         exchanges: traffic.requests.len() as u64,
         requests: traffic.requests.len() as u64,
         responses: traffic.responses.len() as u64,
@@ -257,11 +273,13 @@ fn print_report(r: &Report, out: &mut dyn Write) -> Result<()> {
     let i = &r.input;
     writeln!(
         out,
-        "\nbench: scenario {}, seed {}, scale {}: {} exchanges ({} requests, {} responses, {:.1} MiB of Avro), {} cores",
+        "\nbench: scenario {}, seed {}, scale {}, {} hours: {} exchanges, {:.0} per 10-minute window ({} requests, {} responses, {:.1} MiB of Avro), {} cores",
         i.scenario,
         i.seed,
         i.scale,
+        i.hours,
         i.exchanges,
+        i.exchanges_per_window,
         i.requests,
         i.responses,
         mib(i.avro_bytes),

@@ -161,6 +161,12 @@ pub struct BenchArgs {
     /// exchanges at scale 1).
     #[command(flatten)]
     pub traffic: TrafficArgs,
+    /// Generate this many hours of event time instead of the scenario's
+    /// span (a model release moves into the span). With --scale, sets how
+    /// many events each 10-minute window holds: the same traffic in fewer
+    /// hours from more accounts is denser, as a provider's gateway is.
+    #[arg(long, value_name = "HOURS")]
+    pub hours: Option<f64>,
     /// Also write the figures as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

@@ -430,12 +430,24 @@ fn assert_same(what: &str, topic: &str, reference: &[Rec], kills: &[i64]) {
         m
     }
     let (g, r) = (count(&got), count(reference));
-    let missing = r.keys().filter(|k| !g.contains_key(*k)).count();
-    let foreign = g.keys().filter(|k| !r.contains_key(*k)).count();
+    let missing: Vec<&Rec> = r.keys().filter(|k| !g.contains_key(*k)).copied().collect();
+    let foreign: Vec<&Rec> = g.keys().filter(|k| !r.contains_key(*k)).copied().collect();
+    // Keys of a few differing records: enough to tell which windows and
+    // partitions went wrong when this fails.
+    let keys = |v: &[&Rec]| -> Vec<String> {
+        v.iter()
+            .take(5)
+            .map(|(k, _, _)| String::from_utf8_lossy(k).into_owned())
+            .collect()
+    };
     assert_eq!(
-        (missing, foreign),
+        (missing.len(), foreign.len()),
         (0, 0),
-        "{what}: {missing} records of the uninterrupted run missing, {foreign} records it does not have ({} vs {} records)",
+        "{what}: {} records of the uninterrupted run missing (e.g. {:?}), {} records it does not have (e.g. {:?}) ({} vs {} records)",
+        missing.len(),
+        keys(&missing),
+        foreign.len(),
+        keys(&foreign),
         got.len(),
         reference.len()
     );

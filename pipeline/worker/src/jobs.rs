@@ -26,6 +26,7 @@ use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
 use datafusion::prelude::SessionContext;
 
 use crate::config::parse_duration;
+use crate::plan::Prepared;
 
 /// The only input table so far: joined, enriched events of one window.
 pub const EVENTS_TABLE: &str = "events";
@@ -330,6 +331,11 @@ pub struct JobSet {
     /// Raw events are held only this long; longer horizons are roll-ups.
     pub window_ms: i64,
     pub dir: PathBuf,
+    /// Each job's plan, prepared once by [`Detector::load`] over its input
+    /// table's schema; without one a job is planned at every run.
+    ///
+    /// [`Detector::load`]: crate::process::Detector::load
+    pub plans: crate::plan::JobPlans,
 }
 
 impl JobSet {
@@ -433,11 +439,18 @@ impl JobSet {
             jobs,
             window_ms,
             dir: dir.to_path_buf(),
+            plans: BTreeMap::new(),
         })
     }
 
     pub fn get(&self, name: &str) -> Option<&Job> {
         self.jobs.iter().find(|j| j.name == name)
+    }
+
+    /// Run `job` over `rows` of its input table, through its prepared plan
+    /// where there is one (see [`run_bound`]).
+    pub async fn run(&self, job: &Job, rows: Vec<RecordBatch>) -> Result<RecordBatch, JobError> {
+        run_bound(job, self.plans.get(&job.name).map(|p| p.as_ref()), rows).await
     }
 
     /// Jobs whose output another job reads.
@@ -608,6 +621,47 @@ pub async fn run_job(ctx: &SessionContext, job: &Job) -> Result<RecordBatch, Job
     let batch = arrow::compute::concat_batches(&schema, &batches)
         .map_err(|e| sql_err(datafusion::error::DataFusionError::from(e)))?;
     normalize_output(job, batch)
+}
+
+/// Run `job` over `rows`, bound to its input table: through its plan
+/// prepared at load time when the rows have the schema it was planned for
+/// (always, for rows this worker made), else planned afresh, as rows held
+/// by an older version and read back from a checkpoint may need.
+pub async fn run_bound(
+    job: &Job,
+    prepared: Option<&Prepared>,
+    rows: Vec<RecordBatch>,
+) -> Result<RecordBatch, JobError> {
+    let sql_err = |source| JobError::Sql {
+        job: job.name.clone(),
+        source,
+    };
+    let table = job.table();
+    match prepared {
+        Some(p) if rows.iter().all(|b| p.accepts(table, &b.schema())) => {
+            let schema = p.schema();
+            let batches = p
+                .run(vec![(table.to_string(), rows)])
+                .await
+                .map_err(sql_err)?;
+            let batch = arrow::compute::concat_batches(&schema, &batches)
+                .map_err(|e| sql_err(datafusion::error::DataFusionError::from(e)))?;
+            normalize_output(job, batch)
+        }
+        _ => {
+            let Some(schema) = rows.first().map(|b| b.schema()) else {
+                return Err(JobError::Output {
+                    job: job.name.clone(),
+                    message: "no prepared plan and no rows to plan with".into(),
+                });
+            };
+            let ctx = crate::join::window_context();
+            let mem =
+                datafusion::datasource::MemTable::try_new(schema, vec![rows]).map_err(sql_err)?;
+            ctx.register_table(table, Arc::new(mem)).map_err(sql_err)?;
+            run_job(&ctx, job).await
+        }
+    }
 }
 
 fn normalize_output(job: &Job, batch: RecordBatch) -> Result<RecordBatch, JobError> {

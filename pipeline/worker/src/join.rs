@@ -5,14 +5,12 @@
 //! by event time and offset, so a retried event never counts twice. Requests
 //! with no response in time stay as request-only rows (`has_response` false).
 
-use std::sync::Arc;
-
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::decode::{MSG_COL, OFFSET_COL, PARTITION_COL};
+use crate::plan::Prepared;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -36,24 +34,42 @@ pub fn window_context() -> SessionContext {
     ctx
 }
 
+/// The join, planned once: requests and responses are bound per window.
+pub async fn prepare_join(
+    request_schema: &SchemaRef,
+    response_schema: &SchemaRef,
+    max_response_delay_ms: i64,
+) -> Result<Prepared, JoinError> {
+    let sql = join_sql(request_schema, max_response_delay_ms);
+    Ok(Prepared::plan(
+        window_context(),
+        &sql,
+        &[
+            ("requests", request_schema.clone()),
+            ("responses", response_schema.clone()),
+        ],
+    )
+    .await?)
+}
+
 /// Join a window's requests with the responses that may answer them.
 /// Output rows are sorted by (account_id, event_time, request_id).
 pub async fn join_window(
-    ctx: &SessionContext,
-    request_schema: SchemaRef,
+    join: &Prepared,
     requests: Vec<RecordBatch>,
-    response_schema: SchemaRef,
     responses: Vec<RecordBatch>,
-    max_response_delay_ms: i64,
 ) -> Result<RecordBatch, JoinError> {
-    ctx.register_table(
-        "requests",
-        Arc::new(MemTable::try_new(request_schema.clone(), vec![requests])?),
-    )?;
-    ctx.register_table(
-        "responses",
-        Arc::new(MemTable::try_new(response_schema, vec![responses])?),
-    )?;
+    let batches = join
+        .run(vec![
+            ("requests".to_string(), requests),
+            ("responses".to_string(), responses),
+        ])
+        .await?;
+    Ok(arrow::compute::concat_batches(&join.schema(), &batches)
+        .map_err(datafusion::error::DataFusionError::from)?)
+}
+
+fn join_sql(request_schema: &SchemaRef, max_response_delay_ms: i64) -> String {
     let request_cols: Vec<String> = request_schema
         .fields()
         .iter()
@@ -61,7 +77,7 @@ pub async fn join_window(
         .filter(|n| n.as_str() != MSG_COL)
         .map(|n| format!("req.\"{n}\""))
         .collect();
-    let sql = format!(
+    format!(
         "WITH req AS (
             SELECT * FROM (
                 SELECT *, row_number() OVER (PARTITION BY request_id ORDER BY event_time, {PARTITION_COL}, {OFFSET_COL}) AS _rn
@@ -83,12 +99,5 @@ pub async fn join_window(
          AND resp.response_time <= req.event_time + INTERVAL '{max_response_delay_ms} milliseconds'
         ORDER BY req.account_id, req.event_time, req.request_id",
         cols = request_cols.join(", "),
-    );
-    let df = ctx.sql(&sql).await?;
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await?;
-    ctx.deregister_table("requests")?;
-    ctx.deregister_table("responses")?;
-    Ok(arrow::compute::concat_batches(&schema, &batches)
-        .map_err(datafusion::error::DataFusionError::from)?)
+    )
 }

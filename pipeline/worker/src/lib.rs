@@ -18,6 +18,7 @@ pub mod jobs;
 pub mod join;
 pub mod metrics;
 pub mod partition;
+pub mod plan;
 pub mod process;
 pub mod rollup;
 pub mod schemas;

@@ -14,9 +14,10 @@ use datafusion::datasource::MemTable;
 
 use crate::decode::{DecodeError, RecordDecoder};
 use crate::enrich::{enrich, AccountTable, EnrichError};
-use crate::jobs::{merge_outputs, run_job, Job, JobError, JobInput, JobSet, EVENTS_TABLE};
-use crate::join::{join_window, window_context, JoinError};
+use crate::jobs::{merge_outputs, run_bound, run_job, Job, JobError, JobInput, JobSet};
+use crate::join::{join_window, prepare_join, window_context, JoinError};
 use crate::metrics::StageTimes;
+use crate::plan::{JobPlans, Prepared};
 use crate::rollup::{input_schema, RollupRecord, Rollups};
 use crate::schemas::SchemaSet;
 use crate::score::{RiskScore, ScoreError, ScoringModel};
@@ -90,6 +91,8 @@ pub struct Detector {
     pub features: Vec<String>,
     /// Compute member rows for the cluster stage at each first emission.
     pub publish_members: bool,
+    /// Request ⋈ response, planned once.
+    join: Prepared,
 }
 
 impl Detector {
@@ -101,18 +104,24 @@ impl Detector {
         let jobs = JobSet::load(jobs_dir)?;
         let model = ScoringModel::load(model_path)?;
         let set = SchemaSet::builtin();
+        let request_schema = RecordDecoder::new(&set.request, 1, 0)?.output_schema();
+        let response_schema = RecordDecoder::new(&set.response, 1, 0)?.output_schema();
+        let join = prepare_join(&request_schema, &response_schema, max_response_delay_ms).await?;
         let mut d = Detector {
             model_version: format!("{}+jobs.{:08x}", model.model_version, jobs.digest() as u32),
             jobs,
             model,
-            request_schema: RecordDecoder::new(&set.request, 1, 0)?.output_schema(),
-            response_schema: RecordDecoder::new(&set.response, 1, 0)?.output_schema(),
+            request_schema,
+            response_schema,
             max_response_delay_ms,
             events_schema: Arc::new(arrow::datatypes::Schema::empty()),
             features: Vec::new(),
             publish_members: false,
+            join,
         };
-        (d.events_schema, d.features) = d.dry_run().await?;
+        let plans;
+        (d.events_schema, d.features, plans) = d.dry_run().await?;
+        d.jobs.plans = plans;
         let missing = d.model.missing_features(&d.features);
         if !missing.is_empty() {
             return Err(ProcessError::MissingFeatures {
@@ -123,10 +132,10 @@ impl Detector {
         Ok(d)
     }
 
-    /// Plan and run every job over empty input: proves the SQL is valid
-    /// against the real `events` schema and each roll-up's input; returns
-    /// the `events` schema and the features.
-    async fn dry_run(&self) -> Result<(SchemaRef, Vec<String>), ProcessError> {
+    /// Plan every job once, over the real `events` schema or its roll-up
+    /// input's, and run it over empty input: proves the SQL is valid; returns
+    /// the `events` schema, the features and the plans.
+    async fn dry_run(&self) -> Result<(SchemaRef, Vec<String>, JobPlans), ProcessError> {
         let events = self
             .events(
                 Vec::new(),
@@ -140,11 +149,19 @@ impl Detector {
         let schema = events.schema();
         let mut outputs: Vec<(String, RecordBatch)> = Vec::new();
         let mut schemas: BTreeMap<String, SchemaRef> = BTreeMap::new();
+        let mut plans = JobPlans::new();
         for job in &self.jobs.jobs {
-            let ctx = empty_input(job, &schema, &schemas)?;
-            let out = run_job(&ctx, job).await?;
+            let input = input_table_schema(job, &schema, &schemas)?;
+            let plan = Prepared::plan(window_context(), &job.sql, &[(job.table(), input)])
+                .await
+                .map_err(|source| JobError::Sql {
+                    job: job.name.clone(),
+                    source,
+                })?;
+            let out = run_bound(job, Some(&plan), Vec::new()).await?;
             schemas.insert(job.name.clone(), out.schema());
             outputs.push((job.name.clone(), out));
+            plans.insert(job.name.clone(), Arc::new(plan));
         }
         let out = merge_outputs(&outputs, &[])?;
         let features = out
@@ -154,7 +171,7 @@ impl Detector {
             .skip(1)
             .map(|f| f.name().clone())
             .collect();
-        Ok((schema, features))
+        Ok((schema, features, plans))
     }
 
     /// The logical and physical plan of one job over empty input, as
@@ -190,16 +207,7 @@ impl Detector {
         end: i64,
     ) -> Result<(RecordBatch, u64, u64), ProcessError> {
         let raw_requests: usize = requests.iter().map(|b| b.num_rows()).sum();
-        let ctx = window_context();
-        let joined = join_window(
-            &ctx,
-            self.request_schema.clone(),
-            requests,
-            self.response_schema.clone(),
-            responses,
-            self.max_response_delay_ms,
-        )
-        .await?;
+        let joined = join_window(&self.join, requests, responses).await?;
         let duplicates = (raw_requests - joined.num_rows()) as u64;
         let (events, unknown) = enrich(&joined, accounts, start, end)?;
         Ok((events, duplicates, unknown as u64))
@@ -333,11 +341,6 @@ impl Detector {
         events: RecordBatch,
         which: impl Fn(&Job) -> bool,
     ) -> Result<Vec<(String, RecordBatch)>, ProcessError> {
-        let ctx = window_context();
-        ctx.register_table(
-            EVENTS_TABLE,
-            Arc::new(MemTable::try_new(events.schema(), vec![vec![events]])?),
-        )?;
         let mut out = Vec::new();
         for job in self
             .jobs
@@ -345,7 +348,10 @@ impl Detector {
             .iter()
             .filter(|j| j.input == JobInput::Events && which(j))
         {
-            out.push((job.name.clone(), run_job(&ctx, job).await?));
+            out.push((
+                job.name.clone(),
+                self.jobs.run(job, vec![events.clone()]).await?,
+            ));
         }
         Ok(out)
     }
@@ -535,22 +541,31 @@ pub struct BoundaryState {
     pub raw: BTreeMap<i64, Vec<(String, RecordBatch)>>,
 }
 
-/// A context with `job`'s input table registered, empty: the `events`
-/// schema, or (roll-ups) its input job's output schema (in `outputs`, by
-/// name) with the window bounds.
-fn empty_input(
+/// Schema of `job`'s input table: the `events` schema, or (roll-ups) its
+/// input job's output schema (in `outputs`, by name) with the window bounds.
+fn input_table_schema(
     job: &Job,
     events: &SchemaRef,
     outputs: &BTreeMap<String, SchemaRef>,
-) -> Result<datafusion::prelude::SessionContext, ProcessError> {
-    let input = match &job.input {
+) -> Result<SchemaRef, ProcessError> {
+    Ok(match &job.input {
         JobInput::Events => events.clone(),
         JobInput::Job(up) => input_schema(
             outputs
                 .get(up)
                 .ok_or_else(|| ProcessError::UnknownJob(up.clone()))?,
         ),
-    };
+    })
+}
+
+/// A context with `job`'s input table registered, empty (see
+/// [`input_table_schema`]).
+fn empty_input(
+    job: &Job,
+    events: &SchemaRef,
+    outputs: &BTreeMap<String, SchemaRef>,
+) -> Result<datafusion::prelude::SessionContext, ProcessError> {
+    let input = input_table_schema(job, events, outputs)?;
     let ctx = window_context();
     ctx.register_table(
         job.table(),

@@ -40,10 +40,8 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
-use datafusion::datasource::MemTable;
 
-use crate::jobs::{run_job, Job, JobError, JobInput, JobSet, WindowKind};
-use crate::join::window_context;
+use crate::jobs::{Job, JobError, JobInput, JobSet, WindowKind};
 use crate::window::column;
 
 pub const WINDOW_START: &str = "window_start";
@@ -204,7 +202,7 @@ impl Rollups {
                 continue;
             };
             let closes = end - jobs.settle_ms(up);
-            let Some((rows, start)) = self.evaluate(job, up, closes).await? else {
+            let Some((rows, start)) = self.evaluate(jobs, job, up, closes).await? else {
                 continue;
             };
             if jobs.is_input(&job.name) && rows.num_rows() > 0 {
@@ -239,7 +237,10 @@ impl Rollups {
             let JobInput::Job(up) = &job.input else {
                 continue;
             };
-            if let Some((rows, _)) = self.evaluate(job, up, end - jobs.settle_ms(up)).await? {
+            if let Some((rows, _)) = self
+                .evaluate(jobs, job, up, end - jobs.settle_ms(up))
+                .await?
+            {
                 out.push((job.name.clone(), rows));
             }
         }
@@ -277,6 +278,7 @@ impl Rollups {
     /// closes there or it holds no rows.
     async fn evaluate(
         &self,
+        jobs: &JobSet,
         job: &Job,
         up: &str,
         end: i64,
@@ -310,18 +312,7 @@ impl Rollups {
         if rows == 0 {
             return Ok(None);
         }
-        let schema = batches[0].schema();
-        let ctx = window_context();
-        let table = MemTable::try_new(schema, vec![batches]).map_err(|source| JobError::Sql {
-            job: job.name.clone(),
-            source,
-        })?;
-        ctx.register_table(up, Arc::new(table))
-            .map_err(|source| JobError::Sql {
-                job: job.name.clone(),
-                source,
-            })?;
-        Ok(Some((run_job(&ctx, job).await?, start)))
+        Ok(Some((jobs.run(job, batches).await?, start)))
     }
 }
 

@@ -7,7 +7,6 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use apache_avro::types::Value;
 use futures::future::join_all;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
@@ -22,7 +21,7 @@ use crate::decode::{RawMessage, Reject, RejectKind};
 use crate::io::{Membership, Opened, Sink, Source};
 use crate::partition::partition_of;
 use crate::rollup::{encode_rows, RollupRecord};
-use crate::schemas::{encode_framed, SchemaSet};
+use crate::schemas::SchemaSet;
 use crate::score::RiskScore;
 use crate::source::TopicPartition;
 use crate::window::Resume;
@@ -86,64 +85,75 @@ pub fn score_key(s: &RiskScore) -> String {
     }
 }
 
-/// Encode one score as a Confluent-framed `RiskScore`.
+/// Encode one score as a Confluent-framed `RiskScore`, straight to Avro's
+/// binary encoding: the same bytes as `apache_avro` writes for the schema
+/// (a test holds them equal), without building and validating a tree of
+/// generic values for every score.
 pub fn encode_score(s: &RiskScore) -> Result<Vec<u8>, apache_avro::Error> {
-    let schema = &SchemaSet::builtin().risk_score;
-    let reasons = s
-        .reasons
-        .iter()
-        .map(|r| {
-            Value::Record(vec![
-                ("feature".into(), Value::String(r.feature.clone())),
-                ("value".into(), Value::Double(r.value)),
-                ("contribution".into(), Value::Double(r.contribution)),
-            ])
-        })
-        .collect();
-    let features = s
-        .features
-        .iter()
-        .map(|(name, v)| {
-            let value = match v {
-                Some(x) => Value::Union(1, Box::new(Value::Double(*x))),
-                None => Value::Union(0, Box::new(Value::Null)),
-            };
-            Value::Record(vec![
-                ("name".into(), Value::String(name.clone())),
-                ("value".into(), value),
-            ])
-        })
-        .collect();
-    let value = Value::Record(vec![
-        ("account_id".into(), Value::String(s.account_id.clone())),
-        (
-            "window_start".into(),
-            Value::TimestampMillis(s.window_start),
-        ),
-        ("window_end".into(), Value::TimestampMillis(s.window_end)),
-        ("score".into(), Value::Double(s.score)),
-        (
-            "level".into(),
-            Value::Enum(s.level.index(), s.level.as_str().into()),
-        ),
-        ("reasons".into(), Value::Array(reasons)),
-        ("features".into(), Value::Array(features)),
-        (
-            "model_version".into(),
-            Value::String(s.model_version.clone()),
-        ),
-        ("event_count".into(), Value::Long(s.event_count)),
-        ("response_count".into(), Value::Long(s.response_count)),
-        ("revision".into(), Value::Int(s.revision)),
-        (
-            "cluster_id".into(),
-            match &s.cluster_id {
-                Some(c) => Value::Union(1, Box::new(Value::String(c.clone()))),
-                None => Value::Union(0, Box::new(Value::Null)),
-            },
-        ),
-    ]);
-    encode_framed(schema, value)
+    let schema_id = SchemaSet::builtin().risk_score.id;
+    let mut out = Vec::with_capacity(128 + 24 * s.features.len());
+    out.push(crate::schemas::CONFLUENT_MAGIC);
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    avro_string(&mut out, &s.account_id);
+    avro_long(&mut out, s.window_start);
+    avro_long(&mut out, s.window_end);
+    out.extend_from_slice(&s.score.to_le_bytes());
+    avro_long(&mut out, s.level.index() as i64);
+    avro_array(&mut out, &s.reasons, |out, r| {
+        avro_string(out, &r.feature);
+        out.extend_from_slice(&r.value.to_le_bytes());
+        out.extend_from_slice(&r.contribution.to_le_bytes());
+    });
+    avro_array(&mut out, &s.features, |out, (name, v)| {
+        avro_string(out, name);
+        match v {
+            Some(x) => {
+                avro_long(out, 1);
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+            None => avro_long(out, 0),
+        }
+    });
+    avro_string(&mut out, &s.model_version);
+    avro_long(&mut out, s.event_count);
+    avro_long(&mut out, s.response_count);
+    avro_long(&mut out, i64::from(s.revision));
+    match &s.cluster_id {
+        Some(c) => {
+            avro_long(&mut out, 1);
+            avro_string(&mut out, c);
+        }
+        None => avro_long(&mut out, 0),
+    }
+    Ok(out)
+}
+
+/// Avro `long` (and `int`, enum index, union branch, lengths): zig-zag,
+/// then 7 bits a byte, low bits first.
+fn avro_long(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+fn avro_string(out: &mut Vec<u8>, s: &str) {
+    avro_long(out, s.len() as i64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// One block holding every item, then the empty block that ends the array
+/// (how `apache_avro` writes arrays).
+fn avro_array<T>(out: &mut Vec<u8>, items: &[T], mut item: impl FnMut(&mut Vec<u8>, &T)) {
+    if !items.is_empty() {
+        avro_long(out, items.len() as i64);
+        for i in items {
+            item(out, i);
+        }
+    }
+    avro_long(out, 0);
 }
 
 /// A name for this process in record headers.
@@ -632,10 +642,75 @@ impl PairSink {
     }
 }
 
+/// The same encoding through `apache_avro`'s generic values: the oracle
+/// the direct encoder is tested against.
+#[cfg(test)]
+pub(crate) fn encode_score_value(s: &RiskScore) -> Result<Vec<u8>, apache_avro::Error> {
+    use crate::schemas::encode_framed;
+    use apache_avro::types::Value;
+    let schema = &SchemaSet::builtin().risk_score;
+    let reasons = s
+        .reasons
+        .iter()
+        .map(|r| {
+            Value::Record(vec![
+                ("feature".into(), Value::String(r.feature.clone())),
+                ("value".into(), Value::Double(r.value)),
+                ("contribution".into(), Value::Double(r.contribution)),
+            ])
+        })
+        .collect();
+    let features = s
+        .features
+        .iter()
+        .map(|(name, v)| {
+            let value = match v {
+                Some(x) => Value::Union(1, Box::new(Value::Double(*x))),
+                None => Value::Union(0, Box::new(Value::Null)),
+            };
+            Value::Record(vec![
+                ("name".into(), Value::String(name.clone())),
+                ("value".into(), value),
+            ])
+        })
+        .collect();
+    let value = Value::Record(vec![
+        ("account_id".into(), Value::String(s.account_id.clone())),
+        (
+            "window_start".into(),
+            Value::TimestampMillis(s.window_start),
+        ),
+        ("window_end".into(), Value::TimestampMillis(s.window_end)),
+        ("score".into(), Value::Double(s.score)),
+        (
+            "level".into(),
+            Value::Enum(s.level.index(), s.level.as_str().into()),
+        ),
+        ("reasons".into(), Value::Array(reasons)),
+        ("features".into(), Value::Array(features)),
+        (
+            "model_version".into(),
+            Value::String(s.model_version.clone()),
+        ),
+        ("event_count".into(), Value::Long(s.event_count)),
+        ("response_count".into(), Value::Long(s.response_count)),
+        ("revision".into(), Value::Int(s.revision)),
+        (
+            "cluster_id".into(),
+            match &s.cluster_id {
+                Some(c) => Value::Union(1, Box::new(Value::String(c.clone()))),
+                None => Value::Union(0, Box::new(Value::Null)),
+            },
+        ),
+    ]);
+    encode_framed(schema, value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::score::{Level, Reason};
+    use apache_avro::types::Value;
 
     #[test]
     fn score_encodes_against_the_published_schema() {
@@ -666,5 +741,60 @@ mod tests {
         assert_eq!(fields[4].1, Value::Enum(2, "high".into()));
         // Same score, same bytes.
         assert_eq!(encode_score(&s).unwrap(), bytes);
+    }
+
+    #[test]
+    fn scores_encode_to_the_bytes_apache_avro_writes() {
+        use crate::score::{Level, Reason, RiskScore};
+        let base = RiskScore {
+            account_id:
+                "acct_ünïcode_and_a_name_longer_than_sixty_three_bytes_to_need_two_length_bytes"
+                    .into(),
+            window_start: 1_793_577_600_000,
+            window_end: 1_793_578_200_000,
+            score: 0.612_345_678,
+            level: Level::High,
+            reasons: vec![
+                Reason {
+                    feature: "cot_hours_6h".into(),
+                    value: 5.0,
+                    contribution: 0.15,
+                },
+                Reason {
+                    feature: "cluster.members".into(),
+                    value: -3.5,
+                    contribution: 1e-12,
+                },
+            ],
+            features: (0..70)
+                .map(|i| (format!("f{i:02}"), (i % 3 != 0).then_some(i as f64 * -1.25)))
+                .collect(),
+            model_version: "heuristic-2026.12.1+jobs.833f5604".into(),
+            event_count: 300,
+            response_count: -1,
+            revision: 2,
+            cluster_id: Some("ip_prefix:203.0.113.0/24".into()),
+        };
+        let empty = RiskScore {
+            account_id: String::new(),
+            window_start: -1,
+            window_end: 0,
+            score: 0.0,
+            level: Level::Low,
+            reasons: vec![],
+            features: vec![],
+            model_version: String::new(),
+            event_count: i64::MAX,
+            response_count: i64::MIN,
+            revision: i32::MIN,
+            cluster_id: None,
+        };
+        for s in [base, empty] {
+            assert_eq!(
+                encode_score(&s).unwrap(),
+                encode_score_value(&s).unwrap(),
+                "{s:?}"
+            );
+        }
     }
 }
