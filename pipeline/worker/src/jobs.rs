@@ -637,6 +637,13 @@ pub async fn run_bound(
         source,
     };
     let table = job.table();
+    // One batch: operators pay a fixed cost per input batch, and a day-long
+    // roll-up reads one small batch per 10-minute window.
+    let rows = match rows.first().map(|b| b.schema()) {
+        Some(schema) if rows.len() > 1 => vec![arrow::compute::concat_batches(&schema, &rows)
+            .map_err(|e| sql_err(datafusion::error::DataFusionError::from(e)))?],
+        _ => rows,
+    };
     match prepared {
         Some(p) if rows.iter().all(|b| p.accepts(table, &b.schema())) => {
             let schema = p.schema();

@@ -207,7 +207,8 @@ impl Detector {
         end: i64,
     ) -> Result<(RecordBatch, u64, u64), ProcessError> {
         let raw_requests: usize = requests.iter().map(|b| b.num_rows()).sum();
-        let joined = join_window(&self.join, requests, responses).await?;
+        let joined =
+            join_window(&self.join, requests, responses, self.max_response_delay_ms).await?;
         let duplicates = (raw_requests - joined.num_rows()) as u64;
         let (events, unknown) = enrich(&joined, accounts, start, end)?;
         Ok((events, duplicates, unknown as u64))

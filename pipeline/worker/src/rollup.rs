@@ -202,9 +202,11 @@ impl Rollups {
                 continue;
             };
             let closes = end - jobs.settle_ms(up);
+            let t = std::time::Instant::now();
             let Some((rows, start)) = self.evaluate(jobs, job, up, closes).await? else {
                 continue;
             };
+            tracing::debug!(job = %job.name, end, rows = rows.num_rows(), elapsed = ?t.elapsed(), "roll-up window evaluated");
             if jobs.is_input(&job.name) && rows.num_rows() > 0 {
                 self.hold(&job.name, start, closes, &rows, &mut out.records)?;
             }
