@@ -53,7 +53,7 @@ pub struct ScoreRow {
 pub struct AccountSummary {
     pub windows: usize,
     pub max_score: f64,
-    /// The score row with the highest score (earliest window on ties).
+    /// The score row with the highest score (ties: see `tie_first`).
     pub top: ScoreRow,
     /// Earliest window start scored (a fallback for the first request).
     pub first_window_start: i64,
@@ -73,6 +73,18 @@ impl AccountSummary {
         (!self.active_hours.is_empty())
             .then(|| self.requests as f64 / self.active_hours.len() as f64)
     }
+}
+
+/// Between two rows of equal score, whether `a` is the one to report: the
+/// earliest window, then the account's own score before a member score,
+/// then the reasons in order, so the choice never depends on the order in
+/// which a consumer read the topic's partitions.
+fn tie_first(a: &ScoreRow, b: &ScoreRow) -> bool {
+    let reasons = |r: &ScoreRow| format!("{:?}", r.reasons);
+    (a.window_start, a.member)
+        .cmp(&(b.window_start, b.member))
+        .then_with(|| reasons(a).cmp(&reasons(b)))
+        .is_lt()
 }
 
 /// Per-account summaries of a set of scores.
@@ -97,8 +109,7 @@ pub fn summarise(scores: &[ScoreRow]) -> BTreeMap<String, AccountSummary> {
             e.requests += s.event_count;
             e.active_hours.insert(s.window_start.div_euclid(3_600_000));
         }
-        if s.score > e.max_score || (s.score == e.max_score && s.window_start < e.top.window_start)
-        {
+        if s.score > e.max_score || (s.score == e.max_score && tie_first(s, &e.top)) {
             e.max_score = s.score;
             e.top = s.clone();
         }
@@ -433,6 +444,32 @@ mod tests {
             event_count: 3,
             member: false,
         }
+    }
+
+    #[test]
+    fn the_top_row_among_equal_scores_does_not_depend_on_reading_order() {
+        let member = |cluster: &str, value: f64| ScoreRow {
+            member: true,
+            reasons: vec![(format!("cluster.members@{cluster}"), value, 0.15)],
+            ..score("a", 60, 1.0, "critical")
+        };
+        let rows = vec![
+            member("ip_prefix:1", 50.0),
+            member("payment:2", 150.0),
+            score("a", 60, 1.0, "critical"),
+            member("org:3", 55.0),
+            score("a", 70, 1.0, "critical"),
+        ];
+        let mut reversed = rows.clone();
+        reversed.reverse();
+        let (x, y) = (summarise(&rows), summarise(&reversed));
+        assert_eq!(x["a"].top, y["a"].top);
+        // The earliest window, the account's own score first.
+        assert!(!x["a"].top.member && x["a"].top.window_start == 60 * MIN);
+        let members: Vec<ScoreRow> = rows.iter().filter(|r| r.member).cloned().collect();
+        let mut shuffled = members.clone();
+        shuffled.rotate_left(1);
+        assert_eq!(summarise(&members)["a"].top, summarise(&shuffled)["a"].top);
     }
 
     #[test]
