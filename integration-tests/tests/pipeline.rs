@@ -13,7 +13,9 @@ use distill_watch::source::read_to_end;
 use distill_watch::topics::{create_topics, TopicSpec};
 use distill_watch_traffic::partition::partition_of;
 use distill_watch_traffic::{write_to_kafka, Record, Scenario, Topics};
-use integration_tests::{broker, client_config, traffic_producer, unique_name};
+use integration_tests::{
+    broker, broker_is_nisshi, client_config, producer_config, traffic_producer, unique_name,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
@@ -1413,6 +1415,24 @@ async fn a_hydra_below_every_account_threshold_is_flagged_as_a_cluster() {
     );
 }
 
+/// Resolves once a `read_committed` consumer sees a first record in
+/// `topic` (4 partitions).
+async fn first_record(topic: String) {
+    let mut cc = client_config();
+    cc.set("group.id", unique_name("first-record"))
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "10");
+    let consumer: rdkafka::consumer::StreamConsumer = cc.create().unwrap();
+    // Assigned, not subscribed: a group join would take seconds.
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..4 {
+        tpl.add_partition_offset(&topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    consumer.recv().await.unwrap();
+}
+
 /// The cluster stage stopped after it has published part of its windows
 /// and run again by the same group gives, for a `read_committed` consumer,
 /// exactly the records of an uninterrupted cluster stage over the same
@@ -1434,25 +1454,8 @@ async fn a_restarted_cluster_stage_emits_every_window_once() {
     let model = ClusterModel::load(&cfg.clusters.model).unwrap();
 
     // Two cluster-stage groups over the same rows, each with its own outputs.
-    let with_outputs = |name: &str| {
-        let mut c = cfg.clone();
-        c.clusters.group = unique_name(&format!("clrestart-{name}"));
-        c.topics.clusters = unique_name(&format!("clrestart-{name}-clusters"));
-        c.topics.scores = unique_name(&format!("clrestart-{name}-scores"));
-        c
-    };
-    let (reference, restarted) = (with_outputs("reference"), with_outputs("restarted"));
-    for c in [&reference, &restarted] {
-        create_topics(
-            &client_config(),
-            &[
-                TopicSpec::new(&c.topics.clusters, 4),
-                TopicSpec::new(&c.topics.scores, 4),
-            ],
-        )
-        .await
-        .unwrap();
-    }
+    let reference = cluster_stage_outputs(&cfg, "clrestart-reference").await;
+    let restarted = cluster_stage_outputs(&cfg, "clrestart-restarted").await;
     let bounded = StageOptions {
         exit_at_eof: true,
         upstream_done: false,
@@ -1464,22 +1467,7 @@ async fn a_restarted_cluster_stage_emits_every_window_once() {
 
     // Live (no end of input), stopped as soon as a first cycle is visible
     // to a read_committed consumer; then run again to the end.
-    let topic = restarted.topics.clusters.clone();
-    let first_commit = async move {
-        let mut cc = client_config();
-        cc.set("group.id", unique_name("clrestart-watch"))
-            .set("isolation.level", "read_committed")
-            .set("fetch.wait.max.ms", "10");
-        let consumer: rdkafka::consumer::StreamConsumer = cc.create().unwrap();
-        // Assigned, not subscribed: a group join would take seconds.
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..4 {
-            tpl.add_partition_offset(&topic, p, Offset::Beginning)
-                .unwrap();
-        }
-        consumer.assign(&tpl).unwrap();
-        consumer.recv().await.unwrap();
-    };
+    let first_commit = first_record(restarted.topics.clusters.clone());
     let live = StageOptions {
         exit_at_eof: false,
         upstream_done: false,
@@ -1514,4 +1502,175 @@ async fn a_restarted_cluster_stage_emits_every_window_once() {
         records(&read_all(&restarted.topics.scores)),
         "member scores: interrupted vs uninterrupted"
     );
+}
+
+/// A copy of `source`'s records (features topic, 4 partitions) into a new
+/// topic, as a broker that shows aborted records (nisshi) presents the
+/// features of an account-stage worker that died mid-cycle: in each
+/// partition, some records after the first mark are written in a
+/// transaction that is then aborted (a dead worker's last cycle: rows only
+/// in partitions 0 and 2, rows and a mark in 1 and 3), then every record
+/// from there on again (its successor, from the last checkpoint). Returns
+/// the new topic and how many records were written twice.
+async fn features_with_a_dead_workers_cycle(source: &str) -> (String, usize) {
+    use distill_watch::cluster::decode_feature;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let topic = unique_name("clrepeat-features-copy");
+    create_topics(&client_config(), &[TopicSpec::new(&topic, 4)])
+        .await
+        .unwrap();
+    let mut parts: BTreeMap<i32, Vec<OwnedMessage>> = BTreeMap::new();
+    for m in read_all(source) {
+        parts.entry(m.partition()).or_default().push(m);
+    }
+    let timeout = Duration::from_secs(30);
+    let plain: ThreadedProducer<DefaultProducerContext> = producer_config().create().unwrap();
+    let dead: ThreadedProducer<DefaultProducerContext> = client_config()
+        .set("transactional.id", unique_name("clrepeat-dead"))
+        .set("message.timeout.ms", "30000")
+        .create()
+        .unwrap();
+    dead.init_transactions(timeout).unwrap();
+    let put = |p: &ThreadedProducer<DefaultProducerContext>, q: i32, m: &OwnedMessage| {
+        let mut r = BaseRecord::<[u8], [u8]>::to(&topic)
+            .partition(q)
+            .payload(m.payload().unwrap_or_default());
+        if let Some(k) = m.key() {
+            r = r.key(k);
+        }
+        p.send(r).map_err(|(e, _)| e).unwrap();
+    };
+    let mut repeated = 0;
+    for (&q, msgs) in &mut parts {
+        msgs.sort_by_key(|m| m.offset());
+        let is_mark = |m: &OwnedMessage| {
+            decode_feature(m.payload().unwrap_or_default())
+                .unwrap()
+                .member
+                .is_none()
+        };
+        let cut = msgs.iter().position(is_mark).expect("a mark") + 1;
+        // Four rows of the next cycle, and in odd partitions its mark too.
+        let mut end = cut;
+        let mut rows = 0;
+        while end < msgs.len() && rows < 4 {
+            rows += usize::from(!is_mark(&msgs[end]));
+            end += 1;
+        }
+        if q % 2 == 1 {
+            while end < msgs.len() && !is_mark(&msgs[end]) {
+                end += 1;
+            }
+            end = (end + 1).min(msgs.len());
+        }
+        assert!(rows == 4, "partition {q} has rows after its first mark");
+        for m in &msgs[..cut] {
+            put(&plain, q, m);
+        }
+        plain.flush(timeout).unwrap();
+        dead.begin_transaction().unwrap();
+        for m in &msgs[cut..end] {
+            put(&dead, q, m);
+        }
+        // Flushed first: librdkafka purges what is still queued at abort.
+        dead.flush(timeout).unwrap();
+        dead.abort_transaction(timeout).unwrap();
+        repeated += end - cut;
+        for m in &msgs[cut..] {
+            put(&plain, q, m);
+        }
+        plain.flush(timeout).unwrap();
+    }
+    (topic, repeated)
+}
+
+/// A cluster-stage run of `cfg`'s features with its own group and output
+/// topics.
+async fn cluster_stage_outputs(cfg: &Config, name: &str) -> Config {
+    let mut c = cfg.clone();
+    c.clusters.group = unique_name(name);
+    c.topics.clusters = unique_name(&format!("{name}-clusters"));
+    c.topics.scores = unique_name(&format!("{name}-scores"));
+    create_topics(
+        &client_config(),
+        &[
+            TopicSpec::new(&c.topics.clusters, 4),
+            TopicSpec::new(&c.topics.scores, 4),
+        ],
+    )
+    .await
+    .unwrap();
+    c
+}
+
+/// Member rows that reach the cluster stage twice (a broker showing the
+/// aborted transaction of an account-stage worker that died mid-cycle,
+/// then its successor emitting the cycle again) count once: the cluster
+/// records and member scores are byte for byte those of the clean
+/// features topic, also when the cluster stage itself is stopped midway
+/// and resumes from its checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_rows_repeated_after_a_dead_upstream_worker_count_once() {
+    use distill_watch::cluster::stage::{run_clusters, StageOptions};
+    use distill_watch::cluster::ClusterModel;
+    use distill_watch::config::Stage;
+    let mut cfg = test_config("clrepeat");
+    create_topics(&client_config(), &specs(&cfg, true))
+        .await
+        .unwrap();
+    produce_hydra(&cfg, 3).await;
+    cfg.clusters.stage = Stage::Accounts;
+    run_worker(&cfg).await.unwrap();
+    let model = ClusterModel::load(&cfg.clusters.model).unwrap();
+    let (copy, written_twice) = features_with_a_dead_workers_cycle(&cfg.topics.features).await;
+    let shown = read_all(&copy).len() - read_all(&cfg.topics.features).len();
+    if broker_is_nisshi() {
+        assert_eq!(shown, written_twice, "nisshi shows aborted records");
+    }
+
+    let bounded = StageOptions {
+        exit_at_eof: true,
+        upstream_done: false,
+    };
+    let reference = cluster_stage_outputs(&cfg, "clrepeat-reference").await;
+    let m = run_clusters(&reference, &model, bounded, std::future::pending())
+        .await
+        .unwrap();
+    assert!(m.clusters_emitted > 0 && m.member_scores > 0, "{m}");
+    assert_eq!(m.repeated_rows, 0, "{m}");
+
+    let mut repeated = cluster_stage_outputs(&cfg, "clrepeat-repeated").await;
+    repeated.topics.features = copy;
+    // Stopped once its first cycle is visible, then run to the end: the
+    // second run starts from the checkpointed offset and marks.
+    let first_commit = first_record(repeated.topics.clusters.clone());
+    let live = StageOptions {
+        exit_at_eof: false,
+        upstream_done: false,
+    };
+    let mut slow = repeated.clone();
+    slow.worker.batch_max_messages = 10;
+    let first = run_clusters(&slow, &model, live, first_commit)
+        .await
+        .unwrap();
+    let second = run_clusters(&repeated, &model, bounded, std::future::pending())
+        .await
+        .unwrap();
+    eprintln!("reference: {m}\nfirst run: {first}\nsecond run: {second}");
+    assert_eq!(
+        records(&read_all(&reference.topics.clusters)),
+        records(&read_all(&repeated.topics.clusters)),
+        "cluster records: with repeated rows vs without"
+    );
+    assert_eq!(
+        records(&read_all(&reference.topics.scores)),
+        records(&read_all(&repeated.topics.scores)),
+        "member scores: with repeated rows vs without"
+    );
+    if shown > 0 {
+        assert!(
+            first.repeated_rows + second.repeated_rows > 0,
+            "the repeats were seen"
+        );
+    }
 }

@@ -14,6 +14,7 @@
 pub mod agg;
 pub mod keys;
 pub mod model;
+pub mod repeats;
 pub mod stage;
 pub mod wire;
 

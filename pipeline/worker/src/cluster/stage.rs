@@ -32,6 +32,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::agg::ClusterWindows;
 use super::model::{ClusterModel, ClusterRisk};
+use super::repeats::Repeats;
 use super::wire::{cluster_key, decode_feature, encode_cluster};
 use crate::checkpoint::{CheckpointError, Checkpoints};
 use crate::config::Config;
@@ -71,6 +72,9 @@ pub struct StageMetrics {
     /// Rows of windows this stage had already emitted (re-read after a
     /// restart, or an upstream revision): skipped.
     pub rows_after_close: u64,
+    /// Rows read twice (a broker showing a dead worker's unfinished
+    /// transaction, see `repeats`): skipped.
+    pub repeated_rows: u64,
     /// Rows of another account-stage group sharing the topic: skipped.
     pub foreign_rows: u64,
     pub undecodable: u64,
@@ -85,10 +89,11 @@ impl fmt::Display for StageMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "member rows {}, marks {}, rows after close {}, foreign rows {}, undecodable {}, clusters {} (high or above {}, broad {}), member scores {}, commits {}",
+            "member rows {}, marks {}, rows after close {}, repeated rows {}, foreign rows {}, undecodable {}, clusters {} (high or above {}, broad {}), member scores {}, commits {}",
             self.member_rows,
             self.marks,
             self.rows_after_close,
+            self.repeated_rows,
             self.foreign_rows,
             self.undecodable,
             self.clusters_emitted,
@@ -226,6 +231,8 @@ impl StageCheckpoint {
 struct Part {
     producer: FutureProducer,
     windows: ClusterWindows,
+    /// Starts empty on a new owner too: see `repeats`.
+    repeats: Repeats,
     state: StageCheckpoint,
     /// Next offset to read, once something was read.
     position: Option<i64>,
@@ -395,6 +402,7 @@ impl Stage<'_> {
                         Part {
                             producer,
                             windows: ClusterWindows::default(),
+                            repeats: Repeats::default(),
                             state: StageCheckpoint {
                                 closed: i64::MIN,
                                 ..Default::default()
@@ -485,6 +493,7 @@ impl Stage<'_> {
                 if record.through >= m.0 {
                     *m = (record.through, record.final_);
                 }
+                part.repeats.mark(record.upstream_partition, record.through);
             }
             Some(row) => {
                 let closed = part.state.closed;
@@ -492,6 +501,10 @@ impl Stage<'_> {
                 // emitted, all were.
                 if limits.pane_of(row.window_start) + limits.window_ms <= closed {
                     self.metrics.rows_after_close += 1;
+                    return;
+                }
+                if part.repeats.is_repeat(record.upstream_partition, &row) {
+                    self.metrics.repeated_rows += 1;
                     return;
                 }
                 self.metrics.member_rows += 1;
