@@ -26,12 +26,20 @@ use distill_watch_traffic::{Record, Traffic};
 use crate::flags::BenchArgs;
 use crate::session;
 
+mod broker;
+
 /// The issue's target for the full pipeline, in exchanges/s on one core.
 const TARGET_PER_CORE: f64 = 250_000.0;
 /// Target ratio of the full pipeline to the decode floor.
 const TARGET_FLOOR_RATIO: f64 = 0.5;
 /// Target bytes held per event in open windows.
 const TARGET_BYTES_PER_EVENT: f64 = 300.0;
+/// Target ratio of the pipeline on the broker to a bare consumer.
+const TARGET_BROKER_RATIO: f64 = 0.8;
+/// Target ratio of two workers to one.
+const TARGET_SCALING: f64 = 1.7;
+/// Target p99 of window close → scores acknowledged, at half capacity.
+const TARGET_P99_MS: f64 = 1000.0;
 
 #[derive(Debug, Serialize)]
 struct Input {
@@ -96,6 +104,8 @@ struct Report {
     scores: u64,
     windows: u64,
     memory: Memory,
+    /// Absent with --in-process-only.
+    broker: Option<broker::BrokerReport>,
 }
 
 pub async fn run(cfg: Config, args: &BenchArgs) -> Result<()> {
@@ -110,6 +120,11 @@ pub async fn run(cfg: Config, args: &BenchArgs) -> Result<()> {
             r.at_ms = r.at_ms.min(scenario.duration_ms / 2);
         }
     }
+    anyhow::ensure!(
+        args.latency_seconds.is_finite() && args.latency_seconds >= 0.0,
+        "--latency-seconds must be a number >= 0, not {}",
+        args.latency_seconds
+    );
     eprintln!("[1/3] generating the input");
     let traffic = session::generate(&scenario, seed, args.traffic.scale);
     let input = Input {
@@ -156,7 +171,18 @@ pub async fn run(cfg: Config, args: &BenchArgs) -> Result<()> {
         peak_rollup_bytes: out.peak_rollup_bytes as u64,
         peak_rss_bytes: peak_rss(),
     };
+    let broker = if args.in_process_only {
+        None
+    } else {
+        eprintln!("on the broker:");
+        let b = broker::BrokerArgs {
+            bootstrap: args.broker.as_deref(),
+            latency_seconds: args.latency_seconds,
+        };
+        Some(broker::run(&cfg, &traffic, &b).await?)
+    };
     let report = Report {
+        broker,
         floor_ratio: in_process.per_core / decode_floor.per_core,
         input,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -269,6 +295,19 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
+fn print_stages(stages: &[Stage], out: &mut dyn Write) -> Result<()> {
+    for s in stages {
+        writeln!(
+            out,
+            "  {:<16} {:>9.2} s {:>6.1}%",
+            s.stage,
+            s.seconds,
+            100.0 * s.share
+        )?;
+    }
+    Ok(())
+}
+
 fn print_report(r: &Report, out: &mut dyn Write) -> Result<()> {
     let i = &r.input;
     writeln!(
@@ -306,15 +345,7 @@ fn print_report(r: &Report, out: &mut dyn Write) -> Result<()> {
     }
     writeln!(out, "\n{} windows, {} scores emitted", r.windows, r.scores)?;
     writeln!(out, "\nwhere the worker loop's time goes (wall clock):")?;
-    for s in &r.stages {
-        writeln!(
-            out,
-            "  {:<16} {:>9.2} s {:>6.1}%",
-            s.stage,
-            s.seconds,
-            100.0 * s.share
-        )?;
-    }
+    print_stages(&r.stages, out)?;
     let m = &r.memory;
     writeln!(out, "\nmemory:")?;
     writeln!(
@@ -337,6 +368,46 @@ fn print_report(r: &Report, out: &mut dyn Write) -> Result<()> {
             mib(rss)
         )?;
     }
+    if let Some(b) = &r.broker {
+        writeln!(
+            out,
+            "\non the broker at {} ({} partitions per topic; input written at {:.0} msg/s), exchanges per wall second:",
+            b.bootstrap, b.partitions, b.write_msgs_per_s
+        )?;
+        writeln!(
+            out,
+            "{:<34} {:>14} {:>10} {:>10} {:>16}",
+            "", "exchanges/s", "CPU s", "wall s", "(per CPU s)"
+        )?;
+        for (name, rate) in [
+            ("bare consumer (read only)", &b.bare_consumer),
+            ("pipeline, one worker", &b.one_worker),
+            ("pipeline, two workers", &b.two_workers),
+        ] {
+            writeln!(
+                out,
+                "{:<34} {:>14.0} {:>10.2} {:>10.2} {:>16.0}",
+                name, rate.per_wall_s, rate.cpu_s, rate.wall_s, rate.per_core
+            )?;
+        }
+        writeln!(
+            out,
+            "CPU s are the whole process's, the local broker (another process) not included"
+        )?;
+        writeln!(
+            out,
+            "\nwhere one worker's wall time goes on the broker ({} transactions):",
+            b.one_worker_commits
+        )?;
+        print_stages(&b.one_worker_stages, out)?;
+        if let Some(l) = &b.latency {
+            writeln!(
+                out,
+                "\nlive at {:.0} exchanges/s ({} exchanges): window close -> scores acknowledged over {} windows: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+                l.offered_per_s, l.exchanges, l.windows, l.p50_ms, l.p99_ms, l.max_ms
+            )?;
+        }
+    }
     writeln!(out, "\ntargets (issue 9):")?;
     writeln!(
         out,
@@ -358,6 +429,29 @@ fn print_report(r: &Report, out: &mut dyn Write) -> Result<()> {
             "  <= {TARGET_BYTES_PER_EVENT:.0} bytes per event held in open windows: {b:.0} {}",
             verdict(b <= TARGET_BYTES_PER_EVENT)
         )?;
+    }
+    if let Some(b) = &r.broker {
+        writeln!(
+            out,
+            "  pipeline >= {TARGET_BROKER_RATIO} x bare consumer: x{:.3} {}",
+            b.pipeline_ratio,
+            verdict(b.pipeline_ratio >= TARGET_BROKER_RATIO)
+        )?;
+        writeln!(
+            out,
+            "  two workers >= {TARGET_SCALING} x one: x{:.3} {} (on {} cores, the broker on the same machine)",
+            b.scaling,
+            verdict(b.scaling >= TARGET_SCALING),
+            r.cores
+        )?;
+        if let Some(l) = &b.latency {
+            writeln!(
+                out,
+                "  close -> ack p99 <= {TARGET_P99_MS:.0} ms at half capacity: {:.0} ms {}",
+                l.p99_ms,
+                verdict(l.p99_ms <= TARGET_P99_MS)
+            )?;
+        }
     }
     Ok(())
 }

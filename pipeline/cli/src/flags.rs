@@ -170,6 +170,17 @@ pub struct BenchArgs {
     /// Also write the figures as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Only the in-process figures: no broker.
+    #[arg(long)]
+    pub in_process_only: bool,
+    /// Run the broker figures on this running broker (host:port; topics
+    /// get a unique suffix) instead of a local one started for the run.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub broker: Option<String>,
+    /// How long the live run producing at half the measured one-worker
+    /// rate lasts, for the window close → ack latency (0: skip it).
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    pub latency_seconds: f64,
 }
 
 #[derive(Debug, Args)]

@@ -116,7 +116,7 @@ pub fn generate(s: &Scenario, seed: u64, scale: f64) -> Traffic {
 /// end-of-input detection reads them. `murmur2_random` is the Java client's
 /// partitioner, so keys land where any other producer would put them (and
 /// where `distill_watch_traffic::partition` says).
-fn traffic_producer(cfg: &Config) -> Result<FutureProducer> {
+pub fn traffic_producer(cfg: &Config) -> Result<FutureProducer> {
     let mut cc = cfg.producer_config();
     cc.set("partitioner", "murmur2_random")
         .set("enable.idempotence", "false")
@@ -158,7 +158,15 @@ pub async fn write(cfg: &Config, traffic: &Traffic) -> Result<()> {
 /// Run a worker until every event was read and every window emitted, with
 /// a progress bar over `expected` event messages when known.
 pub async fn score(cfg: &Config, expected: Option<u64>) -> Result<Metrics> {
-    let progress = Arc::new(Progress::default());
+    score_watched(cfg, expected, Arc::new(Progress::default())).await
+}
+
+/// [`score`], with the worker's live counters and timings in `progress`.
+pub async fn score_watched(
+    cfg: &Config,
+    expected: Option<u64>,
+    progress: Arc<Progress>,
+) -> Result<Metrics> {
     let bar = match expected {
         Some(n) => bar(n, "scoring"),
         None => spinner("scoring".into()),

@@ -38,11 +38,13 @@ fn config_file_from_distill_watch_config_is_read_and_cli_variables_are_not_confi
 }
 
 #[test]
-fn bench_prints_rates_stages_and_memory_and_writes_them_as_json() {
+fn bench_prints_rates_stages_memory_broker_figures_and_latency_as_json() {
     let json = std::env::temp_dir().join(format!("dw-bench-{}.json", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_distill-watch"))
         .args(["bench", "--scenario", "ci", "--scale", "0.2", "--json"])
         .arg(&json)
+        .args(["--broker", integration_tests::broker()])
+        .args(["--latency-seconds", "10"])
         // The shipped jobs and models, as from a checkout's root.
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .output()
@@ -53,6 +55,9 @@ fn bench_prints_rates_stages_and_memory_and_writes_them_as_json() {
         "in-process pipeline",
         "raw jobs",
         "bytes per event",
+        "bare consumer",
+        "pipeline, two workers",
+        "scores acknowledged",
     ] {
         assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
     }
@@ -72,4 +77,15 @@ fn bench_prints_rates_stages_and_memory_and_writes_them_as_json() {
     assert_eq!(stages.len(), 9);
     let seconds: f64 = stages.iter().map(|s| s["seconds"].as_f64().unwrap()).sum();
     assert!(seconds > 0.0 && seconds <= num("/in_process/wall_s"), "{v}");
+    for rate in ["bare_consumer", "one_worker", "two_workers"] {
+        assert!(num(&format!("/broker/{rate}/per_wall_s")) > 0.0, "{v}");
+    }
+    // Windows closed by the watermarks during the live run, each with a
+    // sample; percentiles in order.
+    assert!(num("/broker/latency/windows") > 0.0, "{v}");
+    let (p50, p99) = (num("/broker/latency/p50_ms"), num("/broker/latency/p99_ms"));
+    assert!(
+        0.0 < p50 && p50 <= p99 && p99 <= num("/broker/latency/max_ms"),
+        "{v}"
+    );
 }

@@ -79,7 +79,18 @@ pub struct Progress {
     pub consumed: AtomicU64,
     pub windows_closed: AtomicU64,
     pub scores_emitted: AtomicU64,
+    /// Per committed base window: from the step whose input moved the
+    /// watermarks past its end to the acknowledgement of the transaction
+    /// holding its scores. Windows a bounded run flushes at its end are
+    /// not closed by a watermark and have no sample. At most
+    /// [`LATENCY_SAMPLES`], the earliest.
+    pub close_to_ack: std::sync::Mutex<Vec<Duration>>,
+    /// Time spent per stage of the loop so far.
+    pub times: std::sync::Mutex<StageTimes>,
 }
+
+/// Samples [`Progress::close_to_ack`] keeps.
+pub const LATENCY_SAMPLES: usize = 1 << 20;
 
 /// Run until `shutdown` resolves or, with `worker.exit_at_eof`, until the
 /// group's whole input was scored and committed.
@@ -323,6 +334,7 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
                 paused: BTreeSet::new(),
                 metrics: Metrics::default(),
                 times: StageTimes::default(),
+                close_to_ack: Vec::new(),
             },
             last_report: clock(),
             clock,
@@ -423,6 +435,18 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
         );
         let flush =
             cfg.worker.exit_at_eof && state.joined && state.assignment.is_subset(&state.at_end);
+        for pair in state.pairs.values_mut() {
+            if let Some(limit) = pair.windows.closable_until() {
+                if pair.closable_seen.back().is_none_or(|(l, _)| limit > *l) {
+                    // Bounded even if nothing is committed for long: the
+                    // oldest entries only serve windows long emitted.
+                    if pair.closable_seen.len() >= 4096 {
+                        pair.closable_seen.pop_front();
+                    }
+                    pair.closable_seen.push_back((limit, now));
+                }
+            }
+        }
         state
             .close_windows(self.detector, &self.accounts, flush, &self.clock)
             .await?;
@@ -444,6 +468,16 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
         progress
             .scores_emitted
             .store(m.scores_emitted, Ordering::Relaxed);
+        *progress.times.lock().unwrap_or_else(|e| e.into_inner()) = state.times;
+        if !state.close_to_ack.is_empty() {
+            let mut v = progress
+                .close_to_ack
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let room = LATENCY_SAMPLES.saturating_sub(v.len());
+            v.extend(state.close_to_ack.drain(..).take(room));
+            state.close_to_ack.clear();
+        }
         if now.duration_since(self.last_report) >= Duration::from_secs(5) {
             self.last_report = now;
             let table = self.accounts.snapshot();
@@ -522,6 +556,11 @@ struct Pair<P> {
     committed: [Option<i64>; 2],
     /// A final progress mark went to the cluster stage (bounded runs).
     final_marked: bool,
+    /// When the watermarks first allowed closing up to each boundary, for
+    /// the close → ack latency; dropped once committed past.
+    closable_seen: std::collections::VecDeque<(i64, Instant)>,
+    /// Ends of the base windows in `pending`.
+    pending_ends: Vec<i64>,
 }
 
 impl<P> Pair<P> {
@@ -565,6 +604,8 @@ struct State<P> {
     paused: BTreeSet<TopicPartition>,
     metrics: Metrics,
     times: StageTimes,
+    /// Close → ack samples not yet handed to the caller's [`Progress`].
+    close_to_ack: Vec<Duration>,
 }
 
 /// Windows scored in one step at most, and the time a step may spend
@@ -827,6 +868,8 @@ impl<P> State<P> {
                             dlq_since: None,
                             committed,
                             final_marked: false,
+                            closable_seen: Default::default(),
+                            pending_ends: Vec::new(),
                         },
                     );
                 }
@@ -915,6 +958,9 @@ impl<P> State<P> {
                 };
                 closed += 1;
                 let partition = windows.partition;
+                if window.is_some() {
+                    pair.pending_ends.push(end);
+                }
                 let mut result = detector
                     .score_boundary(
                         window,
@@ -983,8 +1029,17 @@ impl<P> State<P> {
             sink.commit(&mut pair.sink, &cycle, &offsets, source)
                 .await?;
             self.times.sink += t.elapsed();
+            let acked = Instant::now();
             for &((side, _), o) in &offsets {
                 pair.committed[side.idx()] = Some(o);
+            }
+            for end in pair.pending_ends.drain(..) {
+                if let Some((_, at)) = pair.closable_seen.iter().find(|(l, _)| *l >= end) {
+                    self.close_to_ack.push(acked.saturating_duration_since(*at));
+                }
+                while pair.closable_seen.front().is_some_and(|(l, _)| *l <= end) {
+                    pair.closable_seen.pop_front();
+                }
             }
             pair.dlq_since = None;
             pair.final_marked = drained;
