@@ -396,7 +396,7 @@ fn print_report(r: &Report, out: &mut dyn Write) -> Result<()> {
         )?;
         writeln!(
             out,
-            "\nwhere one worker's wall time goes on the broker ({} transactions):",
+            "\nwhere one worker's time goes on the broker ({} transactions; join to member rows summed over partition pairs, which score in parallel: `closing (wall)` is their wall time):",
             b.one_worker_commits
         )?;
         print_stages(&b.one_worker_stages, out)?;

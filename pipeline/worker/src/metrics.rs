@@ -151,6 +151,10 @@ pub struct StageTimes {
     pub members: std::time::Duration,
     /// Encoding scores and committing cycles to the sink.
     pub sink: std::time::Duration,
+    /// Wall time of closing windows, from the join to member rows: those
+    /// stages are summed over partition pairs, which score in parallel on
+    /// a multi-threaded runtime, so they can add up to more than this.
+    pub closing_wall: std::time::Duration,
 }
 
 impl StageTimes {
@@ -185,5 +189,6 @@ impl std::ops::AddAssign for StageTimes {
         self.score += o.score;
         self.members += o.members;
         self.sink += o.sink;
+        self.closing_wall += o.closing_wall;
     }
 }

@@ -23,9 +23,10 @@ use arrow::datatypes::Int32Type;
 use crate::checkpoint::Checkpoints;
 use crate::config::{Config, Delivery};
 use crate::decode::{RawMessage, RecordDecoder, Reject, RejectKind, PARTITION_COL};
+use crate::enrich::AccountTable;
 use crate::io::{Accounts, Sink, Source};
 use crate::metrics::{Metrics, StageTimes};
-use crate::process::{BoundaryState, Detector, ProcessError};
+use crate::process::{BoundaryState, Detector, ProcessError, WindowResult};
 use crate::rollup::Rollups;
 use crate::schemas::SchemaSet;
 use crate::sink::{Cycle, DlqRecord, KafkaSink, SinkError};
@@ -903,89 +904,72 @@ impl<P> State<P> {
     }
 
     /// Close ready windows and score them; their scores wait in the pair's
-    /// pending cycle.
+    /// pending cycle. Partition pairs share nothing while scoring, so on a
+    /// multi-threaded runtime each scores on a thread of its own (the
+    /// worker then uses every core it has); what each emits is the same
+    /// either way, and it is counted in partition order.
     async fn close_windows<A: Accounts>(
         &mut self,
         detector: &Detector,
         accounts: &A,
         flush: bool,
         clock: &Clock,
-    ) -> Result<(), WorkerError> {
+    ) -> Result<(), WorkerError>
+    where
+        P: Send,
+    {
+        use tokio::runtime::{Handle, RuntimeFlavor};
         let started = clock();
-        let mut closed = 0;
-        let base = detector.jobs.window_ms;
-        for pair in self.pairs.values_mut() {
-            while closed < MAX_WINDOWS_PER_STEP
-                && clock().duration_since(started) < MAX_SCORING_PER_STEP
-            {
-                let windows = &mut pair.windows;
-                // Boundaries are processed in order, each once: the base
-                // window ending there (if it had rows), the revisions due
-                // there and every roll-up window closing there. Boundaries
-                // without a base window matter only while roll-ups hold rows
-                // or emitted windows are kept for revisions.
-                let processed = windows.emitted_until();
-                let pane_end = windows.first_pane_end();
-                let limit = if flush {
-                    windows
-                        .flush_until()
-                        .max(pair.boundary.rollups.last_needed_boundary(&detector.jobs))
-                        .max(windows.last_revision_boundary())
-                } else {
-                    windows.closable_until()
-                };
-                let empty = (processed != i64::MIN)
-                    .then_some(processed + base)
-                    .filter(|e| pane_end.is_none_or(|pe| *e < pe));
-                let (window, end) = match (empty, limit) {
-                    (Some(e), Some(l)) if e <= l => {
-                        if pair.boundary.rollups.held_entries() == 0 && !windows.keeps_windows() {
-                            // Nothing to evaluate before the next base
-                            // window, or as far as the watermarks allow.
-                            windows.advance_emitted(pane_end.map_or(l, |pe| (pe - base).min(l)));
-                            continue;
-                        }
-                        (None, e)
-                    }
-                    (Some(_), _) => break,
-                    (None, _) => match windows.close_next(flush) {
-                        Some(w) => {
-                            let end = w.end;
-                            (Some(w), end)
-                        }
-                        None => break,
-                    },
-                };
-                closed += 1;
-                let partition = windows.partition;
-                if window.is_some() {
-                    pair.pending_ends.push(end);
-                }
-                let mut result = detector
-                    .score_boundary(
-                        window,
-                        end,
-                        windows,
-                        &mut pair.boundary,
-                        &accounts.snapshot(),
-                    )
-                    .await?;
-                windows.advance_emitted(end);
-                windows.expire(end);
-                windows.note_matched(end, std::mem::take(&mut result.matched_next));
+        let wall = Instant::now();
+        let table = accounts.snapshot();
+        let parallel = self.pairs.len() > 1
+            && Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+        let outcomes: Vec<Result<Vec<WindowResult>, WorkerError>> = if parallel {
+            let handle = Handle::current();
+            tokio::task::block_in_place(|| {
+                std::thread::scope(|s| {
+                    let threads: Vec<_> = self
+                        .pairs
+                        .values_mut()
+                        .map(|pair| {
+                            let (handle, table) = (handle.clone(), &table);
+                            s.spawn(move || {
+                                handle.block_on(score_pair(
+                                    pair, detector, table, flush, clock, started,
+                                ))
+                            })
+                        })
+                        .collect();
+                    threads
+                        .into_iter()
+                        .map(|t| {
+                            t.join().unwrap_or_else(|_| {
+                                Err(WorkerError::Config(
+                                    "a partition pair's scoring thread panicked".into(),
+                                ))
+                            })
+                        })
+                        .collect()
+                })
+            })
+        } else {
+            let mut v = Vec::new();
+            for pair in self.pairs.values_mut() {
+                v.push(score_pair(pair, detector, &table, flush, clock, started).await);
+            }
+            v
+        };
+        for (pair, results) in self.pairs.values_mut().zip(outcomes) {
+            for mut result in results? {
                 self.metrics.count_window(&result);
                 self.times += result.times;
-                tracing::debug!(
-                    partition,
-                    boundary = end,
-                    scores = result.scores.len(),
-                    "window emitted"
-                );
                 pair.pending.scores.append(&mut result.scores);
                 pair.pending.rollups.append(&mut result.rollup_records);
                 pair.pending.members.append(&mut result.members);
             }
         }
+        self.times.closing_wall += wall.elapsed();
         Ok(())
     }
 
@@ -1054,6 +1038,80 @@ impl<P> State<P> {
         }
         Ok(())
     }
+}
+
+/// Close and score one pair's ready windows, in order, within the step's
+/// budget (windows and time). Returns their results, scores not yet moved
+/// to the pending cycle.
+async fn score_pair<P>(
+    pair: &mut Pair<P>,
+    detector: &Detector,
+    table: &Arc<AccountTable>,
+    flush: bool,
+    clock: &Clock,
+    started: Instant,
+) -> Result<Vec<WindowResult>, WorkerError> {
+    let base = detector.jobs.window_ms;
+    let mut out = Vec::new();
+    while out.len() < MAX_WINDOWS_PER_STEP && clock().duration_since(started) < MAX_SCORING_PER_STEP
+    {
+        let windows = &mut pair.windows;
+        // Boundaries are processed in order, each once: the base window
+        // ending there (if it had rows), the revisions due there and every
+        // roll-up window closing there. Boundaries without a base window
+        // matter only while roll-ups hold rows or emitted windows are kept
+        // for revisions.
+        let processed = windows.emitted_until();
+        let pane_end = windows.first_pane_end();
+        let limit = if flush {
+            windows
+                .flush_until()
+                .max(pair.boundary.rollups.last_needed_boundary(&detector.jobs))
+                .max(windows.last_revision_boundary())
+        } else {
+            windows.closable_until()
+        };
+        let empty = (processed != i64::MIN)
+            .then_some(processed + base)
+            .filter(|e| pane_end.is_none_or(|pe| *e < pe));
+        let (window, end) = match (empty, limit) {
+            (Some(e), Some(l)) if e <= l => {
+                if pair.boundary.rollups.held_entries() == 0 && !windows.keeps_windows() {
+                    // Nothing to evaluate before the next base window, or
+                    // as far as the watermarks allow.
+                    windows.advance_emitted(pane_end.map_or(l, |pe| (pe - base).min(l)));
+                    continue;
+                }
+                (None, e)
+            }
+            (Some(_), _) => break,
+            (None, _) => match windows.close_next(flush) {
+                Some(w) => {
+                    let end = w.end;
+                    (Some(w), end)
+                }
+                None => break,
+            },
+        };
+        let partition = windows.partition;
+        if window.is_some() {
+            pair.pending_ends.push(end);
+        }
+        let mut result = detector
+            .score_boundary(window, end, windows, &mut pair.boundary, table)
+            .await?;
+        windows.advance_emitted(end);
+        windows.expire(end);
+        windows.note_matched(end, std::mem::take(&mut result.matched_next));
+        tracing::debug!(
+            partition,
+            boundary = end,
+            scores = result.scores.len(),
+            "window emitted"
+        );
+        out.push(result);
+    }
+    Ok(out)
 }
 
 /// Rows of `batch` grouped by `_partition`, each group in original order.
