@@ -17,7 +17,9 @@
 set -euo pipefail
 
 readonly NISSHI_VERSION="0.7.0-pre.2"
-readonly NISSHI_FEATURES="dynostore,libsql"
+# Only the in-memory storage engine (memory://) is used; libsql (sqlite://)
+# would add a C build of SQLite to every fresh install.
+readonly NISSHI_FEATURES="dynostore"
 readonly DEFAULT_PORT=19092
 
 CACHE_DIR="${DISTILL_WATCH_CACHE:-${HOME:?HOME is not set}/.cache/distill-watch}"

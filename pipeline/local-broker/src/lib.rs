@@ -40,8 +40,10 @@ use tracing::{debug, info, warn};
 /// The nisshi version the project is tested against.
 pub const NISSHI_VERSION: &str = "0.7.0-pre.2";
 
-/// Cargo features nisshi is installed with.
-pub const NISSHI_FEATURES: &str = "dynostore,libsql";
+/// Cargo features nisshi is installed with: the in-memory storage engine
+/// (`memory://`) is all the demo and the tests use; `libsql` (`sqlite://`)
+/// would add a C build of SQLite and 16 crates to every fresh install.
+pub const NISSHI_FEATURES: &str = "dynostore";
 
 /// Environment variable naming an already-installed nisshi binary to use instead
 /// of the cached install.
