@@ -257,7 +257,11 @@ fn two_workers(cfg: &Config) -> Result<u64> {
     Ok(consumed)
 }
 
-/// Produce the traffic's first `seconds × offered` exchanges (in delivery
+/// Event time the live run covers at least.
+const MIN_LIVE_EVENT_TIME_MS: i64 = 3_600_000;
+
+/// Produce the traffic's first `seconds × offered` exchanges (or its first
+/// [`MIN_LIVE_EVENT_TIME_MS`] of event time, if more; in delivery
 /// order, accounts first) at `offered` exchanges/s while one worker scores
 /// them live; stop it once it has read them all and emitted what the
 /// watermarks closed. Returns the close → ack percentiles.
@@ -267,7 +271,15 @@ async fn live_latency(
     offered: f64,
     seconds: f64,
 ) -> Result<Latency> {
-    let n = ((offered * seconds) as usize).clamp(1, traffic.requests.len());
+    // At least the first hours of event time, whatever the rate: windows
+    // must close during the run for there to be anything to measure.
+    let first_ms = traffic.requests.first().map_or(0, |r| r.deliver_ms);
+    let span = traffic
+        .requests
+        .partition_point(|r| r.deliver_ms < first_ms + MIN_LIVE_EVENT_TIME_MS);
+    let n = ((offered * seconds) as usize)
+        .max(span)
+        .clamp(1, traffic.requests.len());
     let last_ms = traffic.requests[n - 1].deliver_ms;
     let requests: Vec<&Record> = traffic.requests[..n].iter().collect();
     let responses: Vec<&Record> = traffic
