@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use apache_avro::types::Value;
 use apache_avro::Schema;
+use distill_watch::cluster::stage::{run_clusters, StageMetrics, StageOptions};
+use distill_watch::cluster::ClusterModel;
 use distill_watch::config::Config;
 use distill_watch::source::read_to_end;
 use distill_watch::topics::{create_topics, TopicSpec};
@@ -1439,50 +1441,15 @@ async fn first_record(topic: String) {
 /// member rows: nothing lost, repeated or emitted partial.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_cluster_stage_emits_every_window_once() {
-    use distill_watch::cluster::stage::{run_clusters, StageOptions};
-    use distill_watch::cluster::ClusterModel;
-    use distill_watch::config::Stage;
-    let mut cfg = test_config("clrestart");
-    create_topics(&client_config(), &specs(&cfg, true))
-        .await
-        .unwrap();
-    produce_hydra(&cfg, 6).await;
-    // The account stage alone fills the features topic (final marks at its end).
-    cfg.clusters.stage = Stage::Accounts;
-    let summary = run_worker(&cfg).await.unwrap();
-    assert!(summary.clusters.is_none());
-    let model = ClusterModel::load(&cfg.clusters.model).unwrap();
-
+    let (cfg, model) = hydra_features("clrestart", 6).await;
     // Two cluster-stage groups over the same rows, each with its own outputs.
     let reference = cluster_stage_outputs(&cfg, "clrestart-reference").await;
     let restarted = cluster_stage_outputs(&cfg, "clrestart-restarted").await;
-    let bounded = StageOptions {
-        exit_at_eof: true,
-        upstream_done: false,
-    };
-    let m = run_clusters(&reference, &model, bounded, std::future::pending())
-        .await
-        .unwrap();
+    let m = stage_to_end(&reference, &model).await;
     assert!(m.clusters_emitted > 0 && m.member_scores > 0, "{m}");
-
-    // Live (no end of input), stopped as soon as a first cycle is visible
-    // to a read_committed consumer; then run again to the end.
-    let first_commit = first_record(restarted.topics.clusters.clone());
-    let live = StageOptions {
-        exit_at_eof: false,
-        upstream_done: false,
-    };
-    // Small batches: a cycle per few rows, so the stop falls mid-way.
-    let mut slow = restarted.clone();
-    slow.worker.batch_max_messages = 10;
-    let first = run_clusters(&slow, &model, live, first_commit)
-        .await
-        .unwrap();
-    assert!(first.commits > 0, "{first}");
-    let second = run_clusters(&restarted, &model, bounded, std::future::pending())
-        .await
-        .unwrap();
+    let (first, second) = stage_stopped_then_finished(&restarted, &model).await;
     eprintln!("first run: {first}\nsecond run: {second}");
+    assert!(first.commits > 0, "{first}");
     assert!(
         second.clusters_emitted > 0 && second.member_rows > 0,
         "the first run was stopped before its end: {first}"
@@ -1492,15 +1459,74 @@ async fn a_restarted_cluster_stage_emits_every_window_once() {
         m.clusters_emitted,
         "every window once across the two runs"
     );
+    assert_same_stage_outputs(&reference, &restarted, "interrupted vs uninterrupted");
+}
+
+/// A hydra's member rows on the features topic: `produce_hydra` over
+/// `hours`, then the account stage alone (final marks at its end).
+async fn hydra_features(prefix: &str, hours: i64) -> (Config, ClusterModel) {
+    use distill_watch::config::Stage;
+    let mut cfg = test_config(prefix);
+    create_topics(&client_config(), &specs(&cfg, true))
+        .await
+        .unwrap();
+    produce_hydra(&cfg, hours).await;
+    cfg.clusters.stage = Stage::Accounts;
+    let summary = run_worker(&cfg).await.unwrap();
+    assert!(summary.clusters.is_none());
+    let model = ClusterModel::load(&cfg.clusters.model).unwrap();
+    (cfg, model)
+}
+
+const TO_THE_END: StageOptions = StageOptions {
+    exit_at_eof: true,
+    upstream_done: false,
+};
+
+/// A cluster stage run to the end of its input.
+async fn stage_to_end(cfg: &Config, model: &ClusterModel) -> StageMetrics {
+    run_clusters(cfg, model, TO_THE_END, std::future::pending())
+        .await
+        .unwrap()
+}
+
+/// A cluster stage run live (no end of input) until a first cycle of its
+/// is visible to a `read_committed` consumer, with small batches (a cycle
+/// per few rows) so the stop falls mid-way; then run again to the end,
+/// from its checkpoint.
+async fn stage_stopped_then_finished(
+    cfg: &Config,
+    model: &ClusterModel,
+) -> (StageMetrics, StageMetrics) {
+    let live = StageOptions {
+        exit_at_eof: false,
+        upstream_done: false,
+    };
+    let mut slow = cfg.clone();
+    slow.worker.batch_max_messages = 10;
+    let first = run_clusters(
+        &slow,
+        model,
+        live,
+        first_record(cfg.topics.clusters.clone()),
+    )
+    .await
+    .unwrap();
+    (first, stage_to_end(cfg, model).await)
+}
+
+/// Two cluster-stage runs published the same cluster records and member
+/// scores, byte for byte.
+fn assert_same_stage_outputs(a: &Config, b: &Config, what: &str) {
     assert_eq!(
-        records(&read_all(&reference.topics.clusters)),
-        records(&read_all(&restarted.topics.clusters)),
-        "cluster records: interrupted vs uninterrupted"
+        records(&read_all(&a.topics.clusters)),
+        records(&read_all(&b.topics.clusters)),
+        "cluster records: {what}"
     );
     assert_eq!(
-        records(&read_all(&reference.topics.scores)),
-        records(&read_all(&restarted.topics.scores)),
-        "member scores: interrupted vs uninterrupted"
+        records(&read_all(&a.topics.scores)),
+        records(&read_all(&b.topics.scores)),
+        "member scores: {what}"
     );
 }
 
@@ -1611,31 +1637,15 @@ async fn cluster_stage_outputs(cfg: &Config, name: &str) -> Config {
 /// and resumes from its checkpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_rows_repeated_after_a_dead_upstream_worker_count_once() {
-    use distill_watch::cluster::stage::{run_clusters, StageOptions};
-    use distill_watch::cluster::ClusterModel;
-    use distill_watch::config::Stage;
-    let mut cfg = test_config("clrepeat");
-    create_topics(&client_config(), &specs(&cfg, true))
-        .await
-        .unwrap();
-    produce_hydra(&cfg, 3).await;
-    cfg.clusters.stage = Stage::Accounts;
-    run_worker(&cfg).await.unwrap();
-    let model = ClusterModel::load(&cfg.clusters.model).unwrap();
+    let (cfg, model) = hydra_features("clrepeat", 3).await;
     let (copy, written_twice) = features_with_a_dead_workers_cycle(&cfg.topics.features).await;
     let shown = read_all(&copy).len() - read_all(&cfg.topics.features).len();
     if broker_is_nisshi() {
         assert_eq!(shown, written_twice, "nisshi shows aborted records");
     }
 
-    let bounded = StageOptions {
-        exit_at_eof: true,
-        upstream_done: false,
-    };
     let reference = cluster_stage_outputs(&cfg, "clrepeat-reference").await;
-    let m = run_clusters(&reference, &model, bounded, std::future::pending())
-        .await
-        .unwrap();
+    let m = stage_to_end(&reference, &model).await;
     assert!(m.clusters_emitted > 0 && m.member_scores > 0, "{m}");
     assert_eq!(m.repeated_rows, 0, "{m}");
 
@@ -1643,30 +1653,9 @@ async fn member_rows_repeated_after_a_dead_upstream_worker_count_once() {
     repeated.topics.features = copy;
     // Stopped once its first cycle is visible, then run to the end: the
     // second run starts from the checkpointed offset and marks.
-    let first_commit = first_record(repeated.topics.clusters.clone());
-    let live = StageOptions {
-        exit_at_eof: false,
-        upstream_done: false,
-    };
-    let mut slow = repeated.clone();
-    slow.worker.batch_max_messages = 10;
-    let first = run_clusters(&slow, &model, live, first_commit)
-        .await
-        .unwrap();
-    let second = run_clusters(&repeated, &model, bounded, std::future::pending())
-        .await
-        .unwrap();
+    let (first, second) = stage_stopped_then_finished(&repeated, &model).await;
     eprintln!("reference: {m}\nfirst run: {first}\nsecond run: {second}");
-    assert_eq!(
-        records(&read_all(&reference.topics.clusters)),
-        records(&read_all(&repeated.topics.clusters)),
-        "cluster records: with repeated rows vs without"
-    );
-    assert_eq!(
-        records(&read_all(&reference.topics.scores)),
-        records(&read_all(&repeated.topics.scores)),
-        "member scores: with repeated rows vs without"
-    );
+    assert_same_stage_outputs(&reference, &repeated, "with repeated rows vs without");
     if shown > 0 {
         assert!(
             first.repeated_rows + second.repeated_rows > 0,

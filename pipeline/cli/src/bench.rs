@@ -295,6 +295,34 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
+/// A table of rates: per CPU second first (`per_core`) or per wall second
+/// first, the other in the last column.
+fn print_rates(rows: &[(&str, &Rate)], per_core: bool, out: &mut dyn Write) -> Result<()> {
+    let other = if per_core {
+        "(per wall s)"
+    } else {
+        "(per CPU s)"
+    };
+    writeln!(
+        out,
+        "{:<34} {:>14} {:>10} {:>10} {:>16}",
+        "", "exchanges/s", "CPU s", "wall s", other
+    )?;
+    for (name, rate) in rows {
+        let (first, last) = if per_core {
+            (rate.per_core, rate.per_wall_s)
+        } else {
+            (rate.per_wall_s, rate.per_core)
+        };
+        writeln!(
+            out,
+            "{:<34} {:>14.0} {:>10.2} {:>10.2} {:>16.0}",
+            name, first, rate.cpu_s, rate.wall_s, last
+        )?;
+    }
+    Ok(())
+}
+
 fn print_stages(stages: &[Stage], out: &mut dyn Write) -> Result<()> {
     for s in stages {
         writeln!(
@@ -328,21 +356,14 @@ fn print_report(r: &Report, out: &mut dyn Write) -> Result<()> {
         out,
         "rates are exchanges per CPU second of the whole process (per core); wall-clock rates in brackets\n"
     )?;
-    writeln!(
+    print_rates(
+        &[
+            ("decode floor (decoder only)", &r.decode_floor),
+            ("in-process pipeline", &r.in_process),
+        ],
+        true,
         out,
-        "{:<34} {:>14} {:>10} {:>10} {:>16}",
-        "", "exchanges/s", "CPU s", "wall s", "(per wall s)"
     )?;
-    for (name, rate) in [
-        ("decode floor (decoder only)", &r.decode_floor),
-        ("in-process pipeline", &r.in_process),
-    ] {
-        writeln!(
-            out,
-            "{:<34} {:>14.0} {:>10.2} {:>10.2} {:>16.0}",
-            name, rate.per_core, rate.cpu_s, rate.wall_s, rate.per_wall_s
-        )?;
-    }
     writeln!(out, "\n{} windows, {} scores emitted", r.windows, r.scores)?;
     writeln!(out, "\nwhere the worker loop's time goes (wall clock):")?;
     print_stages(&r.stages, out)?;
@@ -374,22 +395,15 @@ fn print_report(r: &Report, out: &mut dyn Write) -> Result<()> {
             "\non the broker at {} ({} partitions per topic; input written at {:.0} msg/s), exchanges per wall second:",
             b.bootstrap, b.partitions, b.write_msgs_per_s
         )?;
-        writeln!(
+        print_rates(
+            &[
+                ("bare consumer (read only)", &b.bare_consumer),
+                ("pipeline, one worker", &b.one_worker),
+                ("pipeline, two workers", &b.two_workers),
+            ],
+            false,
             out,
-            "{:<34} {:>14} {:>10} {:>10} {:>16}",
-            "", "exchanges/s", "CPU s", "wall s", "(per CPU s)"
         )?;
-        for (name, rate) in [
-            ("bare consumer (read only)", &b.bare_consumer),
-            ("pipeline, one worker", &b.one_worker),
-            ("pipeline, two workers", &b.two_workers),
-        ] {
-            writeln!(
-                out,
-                "{:<34} {:>14.0} {:>10.2} {:>10.2} {:>16.0}",
-                name, rate.per_wall_s, rate.cpu_s, rate.wall_s, rate.per_core
-            )?;
-        }
         writeln!(
             out,
             "CPU s are the whole process's, the local broker (another process) not included"

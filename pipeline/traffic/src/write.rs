@@ -66,7 +66,7 @@ pub enum GenError {
 
 /// Which topic a record goes to; deliveries report it on failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     Account,
     Request,
     Response,
@@ -118,22 +118,7 @@ pub async fn write_to_kafka_with(
         traffic.accounts.len(),
         progress,
     );
-    let (mut reqs, mut resps) = (
-        traffic.requests.iter().peekable(),
-        traffic.responses.iter().peekable(),
-    );
-    loop {
-        // A request and a response at the same instant: the request first,
-        // as a response can never precede its own request.
-        let next = match (reqs.peek(), resps.peek()) {
-            (Some(q), Some(r)) if q.deliver_ms <= r.deliver_ms => {
-                reqs.next().map(|x| (Kind::Request, x))
-            }
-            (Some(_), Some(_)) | (None, Some(_)) => resps.next().map(|x| (Kind::Response, x)),
-            (Some(_), None) => reqs.next().map(|x| (Kind::Request, x)),
-            (None, None) => None,
-        };
-        let Some((kind, record)) = next else { break };
+    for (kind, record) in delivery_order(&traffic.requests, &traffic.responses) {
         events.send(kind, record, &mut stats).await?;
     }
     events.drain(&mut stats).await?;
@@ -144,6 +129,25 @@ pub async fn write_to_kafka_with(
         "generated traffic written"
     );
     Ok(stats)
+}
+
+/// Requests and responses (each in delivery order) merged by delivery
+/// time, as the gateway hands them to Kafka. A request and a response at
+/// the same instant: the request first, as a response can never precede
+/// its own request.
+pub fn delivery_order<'a>(
+    requests: &'a [Record],
+    responses: &'a [Record],
+) -> impl Iterator<Item = (Kind, &'a Record)> {
+    let (mut reqs, mut resps) = (requests.iter().peekable(), responses.iter().peekable());
+    std::iter::from_fn(move || match (reqs.peek(), resps.peek()) {
+        (Some(q), Some(r)) if q.deliver_ms <= r.deliver_ms => {
+            reqs.next().map(|x| (Kind::Request, x))
+        }
+        (Some(_), Some(_)) | (None, Some(_)) => resps.next().map(|x| (Kind::Response, x)),
+        (Some(_), None) => reqs.next().map(|x| (Kind::Request, x)),
+        (None, None) => None,
+    })
 }
 
 /// How one delivery ended.

@@ -636,12 +636,15 @@ pub async fn run_bound(
         job: job.name.clone(),
         source,
     };
+    let concat = |schema: &SchemaRef, batches: &[RecordBatch]| {
+        arrow::compute::concat_batches(schema, batches)
+            .map_err(|e| sql_err(datafusion::error::DataFusionError::from(e)))
+    };
     let table = job.table();
     // One batch: operators pay a fixed cost per input batch, and a day-long
     // roll-up reads one small batch per 10-minute window.
     let rows = match rows.first().map(|b| b.schema()) {
-        Some(schema) if rows.len() > 1 => vec![arrow::compute::concat_batches(&schema, &rows)
-            .map_err(|e| sql_err(datafusion::error::DataFusionError::from(e)))?],
+        Some(schema) if rows.len() > 1 => vec![concat(&schema, &rows)?],
         _ => rows,
     };
     match prepared {
@@ -651,9 +654,7 @@ pub async fn run_bound(
                 .run(vec![(table.to_string(), rows)])
                 .await
                 .map_err(sql_err)?;
-            let batch = arrow::compute::concat_batches(&schema, &batches)
-                .map_err(|e| sql_err(datafusion::error::DataFusionError::from(e)))?;
-            normalize_output(job, batch)
+            normalize_output(job, concat(&schema, &batches)?)
         }
         _ => {
             let Some(schema) = rows.first().map(|b| b.schema()) else {

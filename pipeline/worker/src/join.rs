@@ -37,10 +37,16 @@ pub enum JoinError {
     Arrow(#[from] ArrowError),
 }
 
-/// Response columns carried onto each joined row, renamed where they clash.
-const RESPONSE_COLUMNS: &str = "event_time AS response_time, \
-    CAST(status AS VARCHAR) AS status, completion_tokens, reasoning_tokens, \
-    cached_tokens, finish_reason, latency_ms";
+/// Response columns carried onto each joined row under their own names
+/// (besides `event_time`, carried as `response_time`).
+const CARRIED: [&str; 6] = [
+    "status",
+    "completion_tokens",
+    "reasoning_tokens",
+    "cached_tokens",
+    "finish_reason",
+    "latency_ms",
+];
 
 /// A DataFusion context for one window: one partition, so aggregation order
 /// and therefore floating-point results are the same on every run.
@@ -110,20 +116,28 @@ fn join_sql(request_schema: &SchemaRef, max_response_delay_ms: i64) -> String {
         .filter(|n| n.as_str() != MSG_COL)
         .map(|n| format!("req.\"{n}\""))
         .collect();
+    // `status` is an enum on the wire, text in `events`.
+    let carried: Vec<String> = CARRIED
+        .iter()
+        .map(|c| match *c {
+            "status" => "CAST(status AS VARCHAR) AS status".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    let selected: Vec<String> = CARRIED.iter().map(|c| format!("resp.{c}")).collect();
     format!(
         "WITH req AS (
             SELECT * FROM (
                 SELECT *, row_number() OVER (PARTITION BY request_id ORDER BY event_time, {PARTITION_COL}, {OFFSET_COL}) AS _rn
                 FROM requests) WHERE _rn = 1
         ), resp AS (
-            SELECT request_id AS _resp_request_id, account_id AS _resp_account_id, {RESPONSE_COLUMNS}
+            SELECT request_id AS _resp_request_id, account_id AS _resp_account_id,
+                event_time AS response_time, {carried}
             FROM (
                 SELECT *, row_number() OVER (PARTITION BY request_id ORDER BY event_time, {PARTITION_COL}, {OFFSET_COL}) AS _rn
                 FROM responses) WHERE _rn = 1
         )
-        SELECT {cols},
-            resp.response_time, resp.status, resp.completion_tokens, resp.reasoning_tokens,
-            resp.cached_tokens, resp.finish_reason, resp.latency_ms,
+        SELECT {cols}, resp.response_time, {selected},
             resp._resp_request_id IS NOT NULL AS has_response
         FROM req LEFT JOIN resp
           ON req.request_id = resp._resp_request_id
@@ -132,6 +146,8 @@ fn join_sql(request_schema: &SchemaRef, max_response_delay_ms: i64) -> String {
          AND resp.response_time <= req.event_time + INTERVAL '{max_response_delay_ms} milliseconds'
         ORDER BY req.account_id, req.event_time, req.request_id",
         cols = request_cols.join(", "),
+        carried = carried.join(", "),
+        selected = selected.join(", "),
     )
 }
 
@@ -277,8 +293,7 @@ pub fn join_native(
                     .map(|&(_, j)| Some(j.is_some()))
                     .collect::<BooleanArray>(),
             ) as ArrayRef),
-            "status" | "completion_tokens" | "reasoning_tokens" | "cached_tokens"
-            | "finish_reason" | "latency_ms" => from_response(field.name())?,
+            name if CARRIED.contains(&name) => from_response(name)?,
             name => req
                 .column_by_name(name)
                 .map(|c| take(c.as_ref(), &req_idx, None))

@@ -477,7 +477,6 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
                 .unwrap_or_else(|e| e.into_inner());
             let room = LATENCY_SAMPLES.saturating_sub(v.len());
             v.extend(state.close_to_ack.drain(..).take(room));
-            state.close_to_ack.clear();
         }
         if now.duration_since(self.last_report) >= Duration::from_secs(5) {
             self.last_report = now;
@@ -609,7 +608,7 @@ struct State<P> {
     close_to_ack: Vec<Duration>,
 }
 
-/// Windows scored in one step at most, and the time a step may spend
+/// Windows a partition pair scores in one step at most, and the time a step may spend
 /// scoring, so polling (which the group takes as the member's liveness,
 /// `max.poll.interval.ms`) goes on while a backlog of windows is scored.
 /// Neither changes what a window holds, only when it is emitted.

@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use distill_watch::config::{Config, Stage};
 use distill_watch::worker::Progress;
+use distill_watch_traffic::write::{delivery_order, Kind};
 use distill_watch_traffic::{Record, Traffic};
 
 use super::{cpu_time, Rate};
@@ -84,7 +85,8 @@ pub async fn run(cfg: &Config, traffic: &Traffic, args: &BrokerArgs<'_>) -> Resu
     let inputs = with_suffix(&cfg, &suffix, true);
     session::create(&inputs, &session::topic_specs(&inputs, session::PARTITIONS)).await?;
     let exchanges = traffic.requests.len() as u64;
-    let messages = traffic.accounts.len() + traffic.requests.len() + traffic.responses.len();
+    let events = (traffic.requests.len() + traffic.responses.len()) as u64;
+    let messages = traffic.accounts.len() + events as usize;
     eprintln!("[b1/5] writing {messages} messages to the broker");
     let t = Instant::now();
     session::write(&inputs, traffic).await?;
@@ -102,7 +104,6 @@ pub async fn run(cfg: &Config, traffic: &Traffic, args: &BrokerArgs<'_>) -> Resu
     let one = outputs_of(&inputs, &format!("{suffix}-one"));
     session::create(&one, &session::topic_specs(&one, session::PARTITIONS)).await?;
     let (t0, c0) = (Instant::now(), cpu_time()?);
-    let events = (traffic.requests.len() + traffic.responses.len()) as u64;
     let progress = Arc::new(Progress::default());
     let m = session::score_watched(&one, Some(events), progress.clone()).await?;
     let one_worker = Rate::of(exchanges, t0.elapsed(), cpu_time()? - c0);
@@ -134,7 +135,6 @@ pub async fn run(cfg: &Config, traffic: &Traffic, args: &BrokerArgs<'_>) -> Resu
     let consumed = two_workers(&two)?;
     let two_workers = Rate::of(exchanges, t0.elapsed(), cpu_time()? - c0);
     // A rebalance re-reads from the last commit: at least every event.
-    let events = (traffic.requests.len() + traffic.responses.len()) as u64;
     anyhow::ensure!(
         consumed >= events,
         "the two workers read {consumed} events of {events}"
@@ -281,12 +281,10 @@ async fn live_latency(
         .max(span)
         .clamp(1, traffic.requests.len());
     let last_ms = traffic.requests[n - 1].deliver_ms;
-    let requests: Vec<&Record> = traffic.requests[..n].iter().collect();
-    let responses: Vec<&Record> = traffic
+    let requests = &traffic.requests[..n];
+    let responses = &traffic.responses[..traffic
         .responses
-        .iter()
-        .take_while(|r| r.deliver_ms <= last_ms)
-        .collect();
+        .partition_point(|r| r.deliver_ms <= last_ms)];
     let events = (requests.len() + responses.len()) as u64;
     let producer = session::traffic_producer(cfg)?;
     for a in &traffic.accounts {
@@ -314,24 +312,19 @@ async fn live_latency(
     // Offered in delivery order, requests and responses merged as the
     // gateway would hand them over, paced per exchange.
     let started = Instant::now();
-    let (mut q, mut r) = (0, 0);
     let mut sent_exchanges = 0u64;
-    while q < requests.len() || r < responses.len() {
-        let request_next = r >= responses.len()
-            || (q < requests.len() && requests[q].deliver_ms <= responses[r].deliver_ms);
-        if request_next {
-            send(&producer, &cfg.topics.requests, requests[q]).await?;
-            q += 1;
-            sent_exchanges += 1;
-            if sent_exchanges.is_multiple_of(64) {
-                let due = Duration::from_secs_f64(sent_exchanges as f64 / offered);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    tokio::time::sleep(wait).await;
-                }
+    for (kind, record) in delivery_order(requests, responses) {
+        if kind == Kind::Response {
+            send(&producer, &cfg.topics.responses, record).await?;
+            continue;
+        }
+        send(&producer, &cfg.topics.requests, record).await?;
+        sent_exchanges += 1;
+        if sent_exchanges.is_multiple_of(64) {
+            let due = Duration::from_secs_f64(sent_exchanges as f64 / offered);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
             }
-        } else {
-            send(&producer, &cfg.topics.responses, responses[r]).await?;
-            r += 1;
         }
     }
     producer.flush(Duration::from_secs(60))?;
