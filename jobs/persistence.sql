@@ -17,6 +17,7 @@
 -- key: account_id
 -- window: hop 6h slide 1h
 -- lateness: 0s
+-- panes: sum
 WITH hours AS (
     SELECT
         account_id,

@@ -18,6 +18,7 @@
 -- key: account_id
 -- window: hop 1d slide 1h
 -- lateness: 0s
+-- panes: sum
 WITH acct AS (
     SELECT
         account_id,
@@ -38,26 +39,22 @@ WITH acct AS (
     FROM prompt_hist
     GROUP BY account_id
 ),
-total AS (
-    SELECT
-        sum(t0) AS all_t0, sum(t1) AS all_t1, sum(t2) AS all_t2, sum(t3) AS all_t3,
-        sum(u0) AS all_u0, sum(u1) AS all_u1,
-        sum(c0) AS all_c0, sum(c1) AS all_c1, sum(c2) AS all_c2,
-        sum(p0) AS all_p0, sum(p1) AS all_p1, sum(p2) AS all_p2, sum(p3) AS all_p3,
-        sum(n) AS all_n
-    FROM acct
-),
--- The reference: every other account of the window.
+-- The reference: every other account of the window, from the window's
+-- totals (`sum(...) OVER ()`). Not a CROSS JOIN with a one-row totals
+-- table: DataFusion's cross join repeats each row of its build side
+-- against every batch of the other, and it built one single-row batch per
+-- account (30 us each, most of this job's time).
 ref AS (
     SELECT
-        a.*,
-        all_t0 - t0 AS r_t0, all_t1 - t1 AS r_t1, all_t2 - t2 AS r_t2, all_t3 - t3 AS r_t3,
-        all_u0 - u0 AS r_u0, all_u1 - u1 AS r_u1,
-        all_c0 - c0 AS r_c0, all_c1 - c1 AS r_c1, all_c2 - c2 AS r_c2,
-        all_p0 - p0 AS r_p0, all_p1 - p1 AS r_p1, all_p2 - p2 AS r_p2, all_p3 - p3 AS r_p3,
-        nullif(all_n - n, 0) AS r_n
-    FROM acct a
-    CROSS JOIN total
+        account_id, t0, t1, t2, t3, u0, u1, c0, c1, c2, p0, p1, p2, p3, n,
+        sum(t0) OVER () - t0 AS r_t0, sum(t1) OVER () - t1 AS r_t1,
+        sum(t2) OVER () - t2 AS r_t2, sum(t3) OVER () - t3 AS r_t3,
+        sum(u0) OVER () - u0 AS r_u0, sum(u1) OVER () - u1 AS r_u1,
+        sum(c0) OVER () - c0 AS r_c0, sum(c1) OVER () - c1 AS r_c1, sum(c2) OVER () - c2 AS r_c2,
+        sum(p0) OVER () - p0 AS r_p0, sum(p1) OVER () - p1 AS r_p1,
+        sum(p2) OVER () - p2 AS r_p2, sum(p3) OVER () - p3 AS r_p3,
+        nullif(sum(n) OVER () - n, 0) AS r_n
+    FROM acct
 )
 SELECT
     account_id,

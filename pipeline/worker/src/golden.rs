@@ -34,7 +34,7 @@ use arrow::datatypes::{DataType, Float64Type, SchemaRef};
 use datafusion::datasource::MemTable;
 
 use crate::config::Config;
-use crate::jobs::{files_with_extension, run_job, Job, JobInput, EVENTS_TABLE};
+use crate::jobs::{files_with_extension, run_job, Job, JobInput, JobSet, Panes, EVENTS_TABLE};
 use crate::process::{Detector, ProcessError};
 use crate::rollup::{Rollups, WINDOW_END};
 
@@ -493,7 +493,6 @@ async fn run_case(job: &Job, schema: &SchemaRef, case: &Case, window_ms: i64) ->
 /// the boundary at which the row is emitted.
 async fn run_rollup_case(job: &Job, detector: &Detector, case: &Case) -> Vec<String> {
     let base = detector.jobs.window_ms;
-    let schema = &detector.events_schema;
     let Some(end_col) = case.expect.columns.iter().position(|c| c == WINDOW_END) else {
         return vec![format!(
             "a roll-up's expected table needs a `{WINDOW_END}` column: the end of the window each row belongs to"
@@ -524,63 +523,32 @@ async fn run_rollup_case(job: &Job, detector: &Detector, case: &Case) -> Vec<Str
     }
     let mut expect_columns = case.expect.columns.clone();
     expect_columns.remove(end_col);
-    let mut rollups = Rollups::default();
-    let mut got: BTreeMap<i64, RecordBatch> = BTreeMap::new();
-    let Some(&first) = by_window.keys().next() else {
+    if by_window.is_empty() {
         return vec!["a roll-up case needs events".into()];
+    }
+    let mut got = match emitted(job, &detector.jobs, detector, case, by_window.clone()).await {
+        Ok(got) => got,
+        Err(e) => return vec![e],
     };
-    // Raw jobs' outputs by window end; each is handed to the roll-ups once
-    // that job's lateness has passed, as the worker does.
-    let mut raw: BTreeMap<i64, Vec<(String, RecordBatch)>> = BTreeMap::new();
-    let settle = match &job.input {
-        JobInput::Job(up) => detector.jobs.settle_ms(up),
-        JobInput::Events => 0,
-    };
-    let last_settle = detector.jobs.max_lateness_ms();
-    let mut end = first + base;
-    loop {
-        if let Some(rows) = by_window.remove(&(end - base)) {
-            let sub = Case {
-                window_start: Some(end - base),
-                events: Table {
-                    columns: case.events.columns.clone(),
-                    rows,
-                },
-                ..case.clone()
-            };
-            let events = match events_batch(schema, &sub, base) {
-                Ok(b) => b,
-                Err(e) => return vec![e],
-            };
-            match detector.run_raw(events, |_| true).await {
-                Ok(outs) => raw.insert(end, outs),
-                Err(e) => return vec![e.to_string()],
-            };
+    if job.panes == Panes::Sum {
+        // The job says summing its input per pane does not change its
+        // output: hold it to that on this case.
+        let mut rows = detector.jobs.clone();
+        for j in &mut rows.jobs {
+            if j.name == job.name {
+                j.panes = Panes::Rows;
+            }
         }
-        let settled = detector
-            .jobs
-            .jobs
-            .iter()
-            .filter(|j| j.input == JobInput::Events)
-            .filter_map(|j| {
-                let at = end - j.lateness_ms;
-                let (_, b) = raw.get(&at)?.iter().find(|(n, _)| *n == j.name)?;
-                Some((j.name.clone(), at, b.clone()))
-            })
-            .collect();
-        match rollups.boundary(&detector.jobs, end, settled).await {
-            Ok(out) => {
-                if let Some((_, b)) = out.outputs.into_iter().find(|(n, _)| *n == job.name) {
-                    got.insert(end - settle, b);
+        match emitted(job, &rows, detector, case, by_window).await {
+            Ok(plain) => {
+                if let Some(diff) = differ(&got, &plain) {
+                    return vec![format!(
+                        "`panes: sum` changes this job's output (summed panes vs. held rows): {diff}"
+                    )];
                 }
             }
-            Err(e) => return vec![e.to_string()],
+            Err(e) => return vec![e],
         }
-        raw = raw.split_off(&(end - last_settle + 1));
-        if by_window.is_empty() && raw.is_empty() && rollups.held_entries() == 0 {
-            break;
-        }
-        end += base;
     }
     let iso = |ms: i64| {
         let a = arrow::array::TimestampMillisecondArray::from(vec![ms]);
@@ -617,6 +585,128 @@ async fn run_rollup_case(job: &Job, detector: &Detector, case: &Case) -> Vec<Str
     failures
 }
 
+/// What a roll-up `job` of `jobs` emits over a case's events (by base
+/// window), by the end of each window it emits.
+async fn emitted(
+    job: &Job,
+    jobs: &JobSet,
+    detector: &Detector,
+    case: &Case,
+    mut by_window: BTreeMap<i64, Vec<Vec<String>>>,
+) -> Result<BTreeMap<i64, RecordBatch>, String> {
+    let mut rollups = Rollups::default();
+    let mut got: BTreeMap<i64, RecordBatch> = BTreeMap::new();
+    let Some(&first) = by_window.keys().next() else {
+        return Ok(got);
+    };
+    let base = detector.jobs.window_ms;
+    let schema = &detector.events_schema;
+    // Raw jobs' outputs by window end; each is handed to the roll-ups once
+    // that job's lateness has passed, as the worker does.
+    let mut raw: BTreeMap<i64, Vec<(String, RecordBatch)>> = BTreeMap::new();
+    let settle = match &job.input {
+        JobInput::Job(up) => jobs.settle_ms(up),
+        JobInput::Events => 0,
+    };
+    let last_settle = jobs.max_lateness_ms();
+    let mut end = first + base;
+    loop {
+        if let Some(rows) = by_window.remove(&(end - base)) {
+            let sub = Case {
+                window_start: Some(end - base),
+                events: Table {
+                    columns: case.events.columns.clone(),
+                    rows,
+                },
+                ..case.clone()
+            };
+            let events = match events_batch(schema, &sub, base) {
+                Ok(b) => b,
+                Err(e) => return Err(e),
+            };
+            match detector.run_raw(events, |_| true).await {
+                Ok(outs) => raw.insert(end, outs),
+                Err(e) => return Err(e.to_string()),
+            };
+        }
+        let settled = jobs
+            .jobs
+            .iter()
+            .filter(|j| j.input == JobInput::Events)
+            .filter_map(|j| {
+                let at = end - j.lateness_ms;
+                let (_, b) = raw.get(&at)?.iter().find(|(n, _)| *n == j.name)?;
+                Some((j.name.clone(), at, b.clone()))
+            })
+            .collect();
+        match rollups.boundary(jobs, end, settled).await {
+            Ok(out) => {
+                if let Some((_, b)) = out.outputs.into_iter().find(|(n, _)| *n == job.name) {
+                    got.insert(end - settle, b);
+                }
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        raw = raw.split_off(&(end - last_settle + 1));
+        if by_window.is_empty() && raw.is_empty() && rollups.held_entries() == 0 {
+            break;
+        }
+        end += base;
+    }
+    Ok(got)
+}
+
+/// The first difference between two runs' outputs (by window end, then
+/// key and column, numbers within the tolerance), if any.
+fn differ(a: &BTreeMap<i64, RecordBatch>, b: &BTreeMap<i64, RecordBatch>) -> Option<String> {
+    if a.keys().ne(b.keys()) {
+        return Some(format!(
+            "windows ending at {:?} vs. {:?}",
+            a.keys().collect::<Vec<_>>(),
+            b.keys().collect::<Vec<_>>()
+        ));
+    }
+    for (end, x) in a {
+        let rows = |batch: &RecordBatch| -> BTreeMap<String, Vec<Option<f64>>> {
+            let keys = batch.column(0).as_string::<i32>();
+            (0..batch.num_rows())
+                .map(|r| {
+                    let values = (1..batch.num_columns())
+                        .map(|c| {
+                            let col = batch.column(c);
+                            let v =
+                                arrow::compute::cast(&col.slice(r, 1), &DataType::Float64).ok()?;
+                            let v = v.as_primitive::<Float64Type>();
+                            v.is_valid(0).then(|| v.value(0))
+                        })
+                        .collect();
+                    (keys.value(r).to_string(), values)
+                })
+                .collect()
+        };
+        let (x, y) = (rows(x), rows(&b[end]));
+        if x.keys().ne(y.keys()) {
+            return Some(format!("window ending {end}: accounts differ"));
+        }
+        for (key, xs) in &x {
+            for (c, (u, v)) in xs.iter().zip(&y[key]).enumerate() {
+                let same = match (u, v) {
+                    (Some(u), Some(v)) => (u - v).abs() <= TOLERANCE * u.abs().max(1.0),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same {
+                    return Some(format!(
+                        "window ending {end}, account {key}, column {}: {u:?} vs. {v:?}",
+                        c + 1
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,6 +734,45 @@ mod tests {
             "expected golden tests for every job:\n{report}"
         );
         assert!(report.all_passed(), "{report}");
+    }
+
+    /// `panes: sum` on a job that counts rows is caught by its golden case,
+    /// even when the case expects what the job computes over summed panes.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_false_panes_claim_fails() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = std::env::temp_dir().join(format!("dw-panes-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("tests")).unwrap();
+        std::fs::copy(root.join("jobs/volume.sql"), dir.join("volume.sql")).unwrap();
+        let rollup = |panes: &str| {
+            format!(
+                "-- name: windows_2h\n-- input: job:volume\n-- key: account_id\n-- window: hop 2h slide 1h\n-- panes: {panes}\nSELECT account_id, CAST(count(*) AS DOUBLE) AS active_windows_2h FROM volume GROUP BY account_id\n"
+            )
+        };
+        // Two active 10-minute windows in the first hour: two rows, one pane.
+        let case = "job: windows_2h\ncase: two windows in one hour\nevents:\naccount_id | event_time\na | 2026-11-02T00:01:00Z\na | 2026-11-02T00:11:00Z\nexpect:\nwindow_end | account_id | active_windows_2h\n2026-11-02T01:00:00Z | a | 1\n2026-11-02T02:00:00Z | a | 1\n";
+        std::fs::write(dir.join("tests/w.test"), case).unwrap();
+        let scoring = "model_version = \"t\"\ntop_reasons = 1\n[levels]\nelevated = 0.3\nhigh = 0.6\ncritical = 0.8\n[[rule]]\nfeature = \"requests\"\nweight = 0.1\nlow = 1.0\nhigh = 2.0\n";
+        std::fs::write(dir.join("scoring.toml"), scoring).unwrap();
+        let mut cfg = Config::defaults();
+        cfg.jobs.scoring = dir.join("scoring.toml");
+
+        std::fs::write(dir.join("windows_2h.sql"), rollup("sum")).unwrap();
+        let report = run_dir(&dir, &cfg, None).await.unwrap();
+        let text = report.to_string();
+        assert_eq!(report.failed(), 1, "{text}");
+        assert!(
+            text.contains("`panes: sum` changes this job's output"),
+            "{text}"
+        );
+        assert!(text.contains("2.0") && text.contains("1.0"), "{text}");
+
+        // Reading rows, the same case (with the true counts) passes.
+        std::fs::write(dir.join("windows_2h.sql"), rollup("rows")).unwrap();
+        std::fs::write(dir.join("tests/w.test"), case.replace("| a | 1", "| a | 2")).unwrap();
+        let report = run_dir(&dir, &cfg, None).await.unwrap();
+        assert!(report.all_passed(), "{report}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     /// A golden test can fail: a wrong expectation is reported with the value.

@@ -360,10 +360,17 @@ impl Detector {
     /// Each raw job's output for a revised window: its rows plus the late
     /// rows within that job's own lateness. Also the per-account counts of
     /// the window with every late row taken in.
+    ///
+    /// `previous`: the newest outputs of this window, if still known. A job
+    /// whose lateness lets it see none of the late rows has the same input
+    /// as then, so its output is taken from there instead of run again (most
+    /// jobs have no lateness, and re-running all of them was most of a
+    /// revision's cost).
     async fn revised_outputs(
         &self,
         rev: &Revision,
         accounts: &AccountTable,
+        previous: Option<&Vec<(String, RecordBatch)>>,
     ) -> Result<(Vec<(String, RecordBatch)>, BTreeMap<String, (i64, i64)>), ProcessError> {
         // Jobs grouped by how far their lateness lets them see.
         let mut by_cap: BTreeMap<i64, Vec<&Job>> = BTreeMap::new();
@@ -382,6 +389,17 @@ impl Detector {
         let mut counts = BTreeMap::new();
         let last_cap = by_cap.keys().next_back().copied();
         for (cap, jobs) in by_cap {
+            let sees_late = rev.late.iter().any(|(tag, _, _)| *tag <= cap);
+            if !sees_late && Some(cap) != last_cap {
+                let known: Option<Vec<(String, RecordBatch)>> = jobs
+                    .iter()
+                    .map(|j| previous?.iter().find(|(n, _)| *n == j.name).cloned())
+                    .collect();
+                if let Some(mut known) = known {
+                    outputs.append(&mut known);
+                    continue;
+                }
+            }
             let (mut requests, mut responses) = (rev.requests.clone(), rev.responses.clone());
             for (tag, side, rows) in &rev.late {
                 if *tag <= cap {
@@ -417,7 +435,9 @@ impl Detector {
         state: &mut BoundaryState,
         accounts: &AccountTable,
     ) -> Result<Vec<RiskScore>, ProcessError> {
-        let (raw, counts) = self.revised_outputs(&rev, accounts).await?;
+        let (raw, counts) = self
+            .revised_outputs(&rev, accounts, state.raw.get(&rev.end))
+            .await?;
         state.raw.insert(rev.end, raw.clone());
         // Revisions per account: the distinct boundaries its late rows came in.
         let mut tags: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
@@ -492,7 +512,7 @@ impl Detector {
                     return Ok(None);
                 }
                 let rev = windows.window_data(start, boundary);
-                e.insert(self.revised_outputs(&rev, accounts).await?.0)
+                e.insert(self.revised_outputs(&rev, accounts, None).await?.0)
             }
         };
         Ok(outputs

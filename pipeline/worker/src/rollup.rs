@@ -37,11 +37,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray,
+};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
 
-use crate::jobs::{Job, JobError, JobInput, JobSet, WindowKind};
+use crate::jobs::{Job, JobError, JobInput, JobSet, Panes, WindowKind};
 use crate::window::column;
 
 pub const WINDOW_START: &str = "window_start";
@@ -133,6 +135,16 @@ pub struct Rollups {
     /// By job, then by the end of the window the rows came from. Rows carry
     /// `window_start` and `window_end` columns after the job's own.
     held: BTreeMap<String, BTreeMap<i64, RecordBatch>>,
+    /// What each recent boundary emitted, for [`Rollups::as_of`]: a
+    /// revision of a base window shows its roll-up windows again, and
+    /// evaluating them anew (a day of held rows each) cost more than the
+    /// revision itself. Not persisted: after a restart `as_of` evaluates
+    /// them from the held rows, which gives the same rows.
+    emitted: BTreeMap<i64, Vec<(String, RecordBatch)>>,
+    /// Summed panes for roll-ups with `-- panes: sum`: by input job and
+    /// slide, then by the pane's end. Derived from `held` (not persisted;
+    /// rebuilt from it after a restart).
+    panes: BTreeMap<(String, i64), BTreeMap<i64, RecordBatch>>,
 }
 
 impl Rollups {
@@ -163,8 +175,12 @@ impl Rollups {
         self.batches().map(|b| b.num_rows()).sum()
     }
 
+    /// Bytes of the held rows and of the summed panes derived from them.
     pub fn held_bytes(&self) -> usize {
-        self.batches().map(|b| b.get_array_memory_size()).sum()
+        self.batches()
+            .chain(self.panes.values().flat_map(|m| m.values()))
+            .map(|b| b.get_array_memory_size())
+            .sum()
     }
 
     fn batches(&self) -> impl Iterator<Item = &RecordBatch> {
@@ -202,6 +218,16 @@ impl Rollups {
                 continue;
             };
             let closes = end - jobs.settle_ms(up);
+            if let (Panes::Sum, WindowKind::Hop { size_ms, slide_ms }) = (job.panes, job.window) {
+                if closes_at(&job.window, closes) {
+                    self.sum_panes(up, size_ms, slide_ms, closes).map_err(|e| {
+                        JobError::Output {
+                            job: job.name.clone(),
+                            message: e.to_string(),
+                        }
+                    })?;
+                }
+            }
             let t = std::time::Instant::now();
             let Some((rows, start)) = self.evaluate(jobs, job, up, closes).await? else {
                 continue;
@@ -223,6 +249,14 @@ impl Rollups {
             }
         }
         self.held.retain(|_, m| !m.is_empty());
+        for ((up, _), by_end) in &mut self.panes {
+            *by_end = by_end.split_off(&(end - jobs.keep_ms(up) + 1));
+        }
+        self.panes.retain(|_, m| !m.is_empty());
+        self.emitted = self.emitted.split_off(&(end - jobs.max_lateness_ms()));
+        if jobs.max_lateness_ms() > 0 {
+            self.emitted.insert(end, out.outputs.clone());
+        }
         Ok(out)
     }
 
@@ -234,6 +268,9 @@ impl Rollups {
         jobs: &JobSet,
         end: i64,
     ) -> Result<Vec<(String, RecordBatch)>, JobError> {
+        if let Some(emitted) = self.emitted.get(&end) {
+            return Ok(emitted.clone());
+        }
         let mut out = Vec::new();
         for job in &jobs.jobs {
             let JobInput::Job(up) = &job.input else {
@@ -263,6 +300,12 @@ impl Rollups {
             job: job.to_string(),
             message: e.to_string(),
         })?;
+        // A pane summed before these rows were held would lack them.
+        for ((up, slide), by_end) in &mut self.panes {
+            if up == job {
+                by_end.remove(&((end + slide - 1).div_euclid(*slide) * slide));
+            }
+        }
         self.held
             .entry(job.to_string())
             .or_default()
@@ -293,6 +336,26 @@ impl Rollups {
             message: e.to_string(),
         };
         let (batches, start): (Vec<RecordBatch>, i64) = match job.window {
+            WindowKind::Hop { size_ms, slide_ms } if job.panes == Panes::Sum => {
+                if !closes_at(&job.window, end) {
+                    return Ok(None);
+                }
+                let start = end - size_ms;
+                let mut b = Vec::new();
+                for pane_end in (start + slide_ms..=end).step_by(slide_ms as usize) {
+                    let known = self
+                        .panes
+                        .get(&(up.to_string(), slide_ms))
+                        .and_then(|m| m.get(&pane_end));
+                    let pane = match known {
+                        Some(p) => Some(p.clone()),
+                        // As of a boundary before a restart: sum it again.
+                        None => sum_pane(by_end, pane_end - slide_ms, pane_end).map_err(err)?,
+                    };
+                    b.extend(pane);
+                }
+                (b, start)
+            }
             WindowKind::Tumble { size_ms } | WindowKind::Hop { size_ms, .. } => {
                 if !closes_at(&job.window, end) {
                     return Ok(None);
@@ -316,6 +379,95 @@ impl Rollups {
         }
         Ok(Some((jobs.run(job, batches).await?, start)))
     }
+}
+
+impl Rollups {
+    /// Sum the panes of the window `[end - size, end)` that are not summed
+    /// yet: only the newest one, once the window before was evaluated.
+    fn sum_panes(
+        &mut self,
+        up: &str,
+        size_ms: i64,
+        slide_ms: i64,
+        end: i64,
+    ) -> Result<(), arrow::error::ArrowError> {
+        let Some(by_end) = self.held.get(up) else {
+            return Ok(());
+        };
+        let panes = self.panes.entry((up.to_string(), slide_ms)).or_default();
+        for pane_end in (end - size_ms + slide_ms..=end).step_by(slide_ms as usize) {
+            if panes.contains_key(&pane_end) {
+                continue;
+            }
+            if let Some(p) = sum_pane(by_end, pane_end - slide_ms, pane_end)? {
+                panes.insert(pane_end, p);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One row per key of the held rows of `[start, end)`, each feature summed
+/// (NULLs skipped; NULL when all are), with `start` and `end` as its
+/// window; keys in order of first appearance, rows in window order, so the
+/// sums are the same in every run. `None` when the pane holds no rows.
+fn sum_pane(
+    by_end: &BTreeMap<i64, RecordBatch>,
+    start: i64,
+    end: i64,
+) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
+    let batches: Vec<&RecordBatch> = by_end.range(start + 1..=end).map(|(_, b)| b).collect();
+    let Some(first) = batches.first() else {
+        return Ok(None);
+    };
+    let schema = first.schema();
+    // Key, features, window_start, window_end.
+    let features = schema.fields().len().saturating_sub(3);
+    for f in schema.fields().iter().skip(1).take(features) {
+        if f.data_type() != &DataType::Float64 {
+            return Err(arrow::error::ArrowError::InvalidArgumentError(format!(
+                "panes sum: feature {} is {}, not Float64",
+                f.name(),
+                f.data_type()
+            )));
+        }
+    }
+    let mut index: std::collections::HashMap<Option<&str>, usize> = Default::default();
+    let mut keys: Vec<Option<&str>> = Vec::new();
+    let mut sums: Vec<Vec<Option<f64>>> = vec![Vec::new(); features];
+    for b in &batches {
+        let ids = b.column(0).as_string::<i32>();
+        let cols: Vec<&arrow::array::Float64Array> = (1..=features)
+            .map(|c| b.column(c).as_primitive::<arrow::datatypes::Float64Type>())
+            .collect();
+        for r in 0..b.num_rows() {
+            let key = ids.is_valid(r).then(|| ids.value(r));
+            let row = *index.entry(key).or_insert_with(|| {
+                keys.push(key);
+                sums.iter_mut().for_each(|s| s.push(None));
+                keys.len() - 1
+            });
+            for (c, col) in cols.iter().enumerate() {
+                if col.is_valid(r) {
+                    let s = &mut sums[c][row];
+                    *s = Some(s.unwrap_or(0.0) + col.value(r));
+                }
+            }
+        }
+    }
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(arrow::array::StringArray::from(keys))];
+    columns.extend(
+        sums.into_iter()
+            .map(|s| Arc::new(arrow::array::Float64Array::from(s)) as ArrayRef),
+    );
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .take(features + 1)
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let rows = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+    with_window(&rows, start, end).map(Some)
 }
 
 /// Whether a tumbling or hopping window ends at `end`.
@@ -548,6 +700,15 @@ mod tests {
                     "hop 30m slide 10m",
                     "SELECT account_id, sum(requests) AS requests_30m FROM volume GROUP BY account_id",
                 ),
+                Job {
+                    panes: Panes::Sum,
+                    ..job(
+                        "hop_panes",
+                        "job:volume",
+                        "hop 1h slide 20m",
+                        "SELECT account_id, sum(requests) AS requests_1h_panes FROM volume GROUP BY account_id",
+                    )
+                },
                 job(
                     "sessions",
                     "job:volume",
@@ -598,7 +759,15 @@ mod tests {
     /// Account `a` active in panes 0..=3 and 6 (each pane `i+1` requests),
     /// `b` only in pane 2; boundaries every 10 minutes up to `until`.
     async fn run(rollups: &mut Rollups, from: i64, until: i64) -> BTreeMap<i64, BoundaryOutput> {
-        let set = jobs();
+        run_jobs(&jobs(), rollups, from, until).await
+    }
+
+    async fn run_jobs(
+        set: &JobSet,
+        rollups: &mut Rollups,
+        from: i64,
+        until: i64,
+    ) -> BTreeMap<i64, BoundaryOutput> {
         let mut out = BTreeMap::new();
         let mut end = from;
         while end <= until {
@@ -615,7 +784,7 @@ mod tests {
             } else {
                 vec![("volume".to_string(), end, volume(&rows))]
             };
-            out.insert(end, rollups.boundary(&set, end, raw).await.unwrap());
+            out.insert(end, rollups.boundary(set, end, raw).await.unwrap());
             end += 10 * MIN;
         }
         out
@@ -641,6 +810,17 @@ mod tests {
             .map(|(e, _)| *e)
             .collect();
         assert_eq!(b_windows, vec![30 * MIN, 40 * MIN, 50 * MIN]);
+        // Summed 20-minute panes: the hour ending at 40m holds panes 0..=3
+        // (and, ending at 80m, pane 6 in the pane of 60-80m).
+        assert_eq!(v(40 * MIN, "hop_panes", "a"), Some(vec![10.0]));
+        assert_eq!(v(60 * MIN, "hop_panes", "a"), Some(vec![10.0]));
+        assert_eq!(v(60 * MIN, "hop_panes", "b"), Some(vec![10.0]));
+        assert_eq!(v(80 * MIN, "hop_panes", "a"), Some(vec![3.0 + 4.0 + 7.0]));
+        assert_eq!(
+            v(50 * MIN, "hop_panes", "a"),
+            None,
+            "not a multiple of the slide"
+        );
         // Tumbling hour: emitted only at the hour, over every pane of it.
         assert_eq!(
             v(HOUR, "hourly", "a"),
@@ -714,6 +894,42 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[tokio::test]
+    async fn as_of_shows_what_a_boundary_emitted_before_and_after_a_restore() {
+        // With a lateness on `volume`, revisions show roll-up windows again.
+        let late = |j: Job| Job {
+            lateness_ms: 20 * MIN,
+            ..j
+        };
+        let set =
+            JobSet::from_jobs(Path::new("."), jobs().jobs.into_iter().map(late).collect()).unwrap();
+        assert_eq!(set.max_lateness_ms(), 20 * MIN);
+        let mut live = Rollups::default();
+        let out = run_jobs(&set, &mut live, 10 * MIN, 100 * MIN).await;
+        let records: Vec<RollupRecord> = out.values().flat_map(|o| o.records.clone()).collect();
+        let restored = Rollups::restore(records);
+        let last = *out.keys().next_back().unwrap();
+        let mut shown = 0;
+        for end in (last - set.max_lateness_ms()..=last).step_by(10 * MIN as usize) {
+            let emitted = BoundaryOutput {
+                outputs: out[&end].outputs.clone(),
+                records: vec![],
+            };
+            let remembered = BoundaryOutput {
+                outputs: live.as_of(&set, end).await.unwrap(),
+                records: vec![],
+            };
+            let evaluated = BoundaryOutput {
+                outputs: restored.as_of(&set, end).await.unwrap(),
+                records: vec![],
+            };
+            assert_eq!(values(&remembered), values(&emitted), "boundary {end}");
+            assert_eq!(values(&evaluated), values(&emitted), "boundary {end}");
+            shown += emitted.outputs.len();
+        }
+        assert!(shown > 0, "no roll-up window closed in the lateness span");
     }
 
     #[test]
