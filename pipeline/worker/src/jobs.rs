@@ -767,42 +767,46 @@ pub fn merge_outputs(
     outputs: &[(String, RecordBatch)],
     accounts: &[String],
 ) -> Result<RecordBatch, JobError> {
-    let mut features: BTreeMap<String, (String, BTreeMap<String, Option<f64>>)> = BTreeMap::new();
-    let mut all: BTreeSet<String> = accounts.iter().cloned().collect();
+    // Every account once, sorted; each job's rows are placed by one lookup
+    // per row, not one map per feature (that was most of the scoring time).
+    let mut all: BTreeSet<&str> = accounts.iter().map(String::as_str).collect();
+    for (_, out) in outputs {
+        all.extend(out.column(0).as_string::<i32>().iter().flatten());
+    }
+    let index: std::collections::HashMap<&str, usize> =
+        all.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+    let mut features: BTreeMap<&str, (&str, Vec<Option<f64>>)> = BTreeMap::new();
     for (job, out) in outputs {
         let keys = out.column(0).as_string::<i32>();
-        all.extend(keys.iter().flatten().map(str::to_string));
+        let rows: Vec<Option<usize>> = keys.iter().map(|k| k.map(|k| index[k])).collect();
         for (i, field) in out.schema().fields().iter().enumerate().skip(1) {
-            if let Some((first, _)) = features.get(field.name()) {
+            if let Some((first, _)) = features.get(field.name().as_str()) {
                 return Err(JobError::DuplicateFeature {
                     feature: field.name().clone(),
-                    first: first.clone(),
+                    first: first.to_string(),
                     second: job.clone(),
                 });
             }
             let vals = out.column(i).as_primitive::<Float64Type>();
-            let map = (0..out.num_rows())
-                .map(|r| {
-                    let v = (!vals.is_null(r))
+            let mut col = vec![None; all.len()];
+            for (r, at) in rows.iter().enumerate() {
+                if let Some(at) = at {
+                    col[*at] = (!vals.is_null(r))
                         .then(|| vals.value(r))
                         .filter(|v| v.is_finite());
-                    (keys.value(r).to_string(), v)
-                })
-                .collect();
-            features.insert(field.name().clone(), (job.clone(), map));
+                }
+            }
+            // The schema outlives this function through `out`; the name is
+            // copied into the merged schema below.
+            let name: &str = out.schema_ref().field(i).name();
+            features.insert(name, (job.as_str(), col));
         }
     }
     let mut fields = vec![Field::new(ACCOUNT_KEY, DataType::Utf8, false)];
-    let mut cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(
-        all.iter().map(|s| s.as_str()),
-    ))];
-    for (name, (_, values)) in &features {
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(all.iter()))];
+    for (name, (_, values)) in features {
         fields.push(Field::new(name, DataType::Float64, true));
-        let col: Float64Array = all
-            .iter()
-            .map(|a| values.get(a).copied().flatten())
-            .collect();
-        cols.push(Arc::new(col));
+        cols.push(Arc::new(Float64Array::from(values)));
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| JobError::Output {
         job: "(merge)".into(),

@@ -487,6 +487,18 @@ fn closing_sessions(
     max_ms: i64,
     end: i64,
 ) -> Result<(Vec<RecordBatch>, i64), arrow::error::ArrowError> {
+    // A session closes at `end` when its last row ends `gap` before, or
+    // when `end` is a multiple of `max`. Between multiples, only keys with
+    // a row ending at `end - gap` can have one: the others are skipped
+    // without splitting their rows into sessions at every boundary.
+    let candidates: Option<std::collections::HashSet<&str>> = if end.rem_euclid(max_ms) == 0 {
+        None
+    } else {
+        match by_end.get(&(end - gap_ms)) {
+            Some(b) => Some(b.column(0).as_string::<i32>().iter().flatten().collect()),
+            None => return Ok((Vec::new(), end)),
+        }
+    };
     // (batch, row, start, end) per key, of rows up to the boundary.
     let mut by_key: BTreeMap<&str, Vec<(usize, usize, i64, i64)>> = BTreeMap::new();
     let batches: Vec<&RecordBatch> = by_end.range(..=end).map(|(_, b)| b).collect();
@@ -495,6 +507,12 @@ fn closing_sessions(
         let starts = column(b, WINDOW_START)?.as_primitive::<TimestampMillisecondType>();
         let ends = column(b, WINDOW_END)?.as_primitive::<TimestampMillisecondType>();
         for r in 0..b.num_rows() {
+            if candidates
+                .as_ref()
+                .is_some_and(|c| !c.contains(keys.value(r)))
+            {
+                continue;
+            }
             by_key
                 .entry(keys.value(r))
                 .or_default()
