@@ -779,10 +779,11 @@ pub fn merge_outputs(
     for (job, out) in outputs {
         let keys = out.column(0).as_string::<i32>();
         let rows: Vec<Option<usize>> = keys.iter().map(|k| k.map(|k| index[k])).collect();
-        for (i, field) in out.schema().fields().iter().enumerate().skip(1) {
-            if let Some((first, _)) = features.get(field.name().as_str()) {
+        for (i, field) in out.schema_ref().fields().iter().enumerate().skip(1) {
+            let name = field.name().as_str();
+            if let Some((first, _)) = features.get(name) {
                 return Err(JobError::DuplicateFeature {
-                    feature: field.name().clone(),
+                    feature: name.to_string(),
                     first: first.to_string(),
                     second: job.clone(),
                 });
@@ -796,9 +797,6 @@ pub fn merge_outputs(
                         .filter(|v| v.is_finite());
                 }
             }
-            // The schema outlives this function through `out`; the name is
-            // copied into the merged schema below.
-            let name: &str = out.schema_ref().field(i).name();
             features.insert(name, (job.as_str(), col));
         }
     }

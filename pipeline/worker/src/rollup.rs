@@ -9,6 +9,10 @@
 //! window holds at most one row per account per 10 minutes, however many
 //! events those accounts sent.
 //!
+//! A hopping roll-up that declares `-- panes: sum` reads coarser partials
+//! still: one row per account per slide, summed once per pane and reused by
+//! every window that covers it.
+//!
 //! Every window is aligned to the epoch and ends on a base-window boundary.
 //! At each boundary `E`, in dependency order, a job's windows ending at `E`
 //! are evaluated over the held rows of its input job: the tumbling window
@@ -379,9 +383,7 @@ impl Rollups {
         }
         Ok(Some((jobs.run(job, batches).await?, start)))
     }
-}
 
-impl Rollups {
     /// Sum the panes of the window `[end - size, end)` that are not summed
     /// yet: only the newest one, once the window before was evaluated.
     fn sum_panes(
