@@ -3,7 +3,7 @@
 //! `source::AccountsSource`), an in-memory broker in the simulation
 //! (`simulate`). One loop ([`crate::worker::WorkerLoop`]) runs over both.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -50,7 +50,13 @@ pub trait Source: Send + Sync {
     ) -> Result<BTreeMap<TopicPartition, Option<i64>>, SourceError>;
 
     /// Partitions of the input the group has not committed to their end.
-    fn unfinished(&self) -> Result<Vec<TopicPartition>, SourceError>;
+    /// `done`: partitions this worker holds and has itself read to their
+    /// end, emitted and committed; they are not asked about (the broker's
+    /// view of them can only lag what the worker knows).
+    fn unfinished(
+        &self,
+        done: &BTreeSet<TopicPartition>,
+    ) -> Result<Vec<TopicPartition>, SourceError>;
 
     /// Commit `offsets` outside a transaction (at-least-once delivery).
     fn commit(&self, offsets: &[(TopicPartition, i64)]) -> Result<(), SourceError>;

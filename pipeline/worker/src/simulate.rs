@@ -15,7 +15,7 @@
 //! [`score_stream`] scores labelled traffic in memory through it (one
 //! partition), for calibration and tests that need no broker.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -341,10 +341,14 @@ impl Source for MemSource {
             .collect())
     }
 
-    fn unfinished(&self) -> Result<Vec<TopicPartition>, SourceError> {
+    fn unfinished(
+        &self,
+        done: &BTreeSet<TopicPartition>,
+    ) -> Result<Vec<TopicPartition>, SourceError> {
         let b = self.broker.lock();
         Ok((0..b.partitions)
             .flat_map(|p| Side::BOTH.map(|s| (s, p)))
+            .filter(|tp| !done.contains(tp))
             .filter(|tp| {
                 b.committed.get(tp).copied().unwrap_or(0) < b.end(*tp)
                     // Roll-up windows still to evaluate after the input.

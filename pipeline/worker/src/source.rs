@@ -408,16 +408,22 @@ impl Source for EventSource {
         Ok(out)
     }
 
-    fn unfinished(&self) -> Result<Vec<TopicPartition>, SourceError> {
+    fn unfinished(
+        &self,
+        done: &BTreeSet<TopicPartition>,
+    ) -> Result<Vec<TopicPartition>, SourceError> {
         // Well inside max.poll.interval.ms: a partition not answered in
         // time counts as unfinished and is asked again at the next probe.
         tokio::task::block_in_place(|| {
-            let mut out = unfinished_partitions(&self.cfg, Duration::from_secs(5))?;
-            if out.is_empty() {
-                // Input committed to its end, but an owner may still be
-                // evaluating roll-up windows after it (end of input): its
-                // newest checkpoint still counts held rows.
-                let parts: Vec<i32> = (0..self.partitions() as i32).collect();
+            let mut out = unfinished_partitions(&self.cfg, Duration::from_secs(5), done)?;
+            // Input committed to its end, but an owner may still be
+            // evaluating roll-up windows after it (end of input): its
+            // newest checkpoint still counts held rows. Not asked of this
+            // worker's own pairs, which are done.
+            let parts: Vec<i32> = (0..self.partitions() as i32)
+                .filter(|p| !done.contains(&(Side::Requests, *p)))
+                .collect();
+            if out.is_empty() && !parts.is_empty() {
                 let n = self.partition_count(&self.cfg.topics.checkpoints)?;
                 let checkpoints = crate::checkpoint::Checkpoints::new(&self.cfg, n);
                 let topics = [
@@ -510,6 +516,7 @@ pub fn cached_watermarks<C: ClientContext>(
 pub fn unfinished_partitions(
     cfg: &Config,
     timeout: Duration,
+    done: &BTreeSet<TopicPartition>,
 ) -> Result<Vec<TopicPartition>, SourceError> {
     let mut out = Vec::new();
     for (side, topic) in [
@@ -525,7 +532,11 @@ pub fn unfinished_partitions(
             .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest");
         let consumer: BaseConsumer<EofQuietContext> = cc.create_with_context(EofQuietContext)?;
-        let partitions = assign_from_beginning(&consumer, topic, &cfg.kafka.bootstrap_servers)?;
+        let mut partitions = assign_from_beginning(&consumer, topic, &cfg.kafka.bootstrap_servers)?;
+        partitions.retain(|p| !done.contains(&(side, *p)));
+        if partitions.is_empty() {
+            continue;
+        }
         let mut tpl = TopicPartitionList::new();
         for &p in &partitions {
             tpl.add_partition(topic, p);

@@ -505,7 +505,7 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
             return Ok(Step::Continue);
         }
         self.last_probe = Some(now);
-        let unfinished = self.source.unfinished()?;
+        let unfinished = self.source.unfinished(&state.assignment)?;
         if unfinished.is_empty() {
             tracing::info!("the group's whole input is scored and committed");
             return Ok(Step::Done);
