@@ -246,13 +246,12 @@ fn install(cache: &Path, binary: &Path) -> Result<(), BrokerError> {
         "--root".into(),
         root.clone().into_os_string(),
     ];
-    let opt_level = ("CARGO_PROFILE_RELEASE_OPT_LEVEL", NISSHI_OPT_LEVEL);
-    let command_line = std::iter::once(&OsString::from(format!("{}={}", opt_level.0, opt_level.1)))
-        .chain(std::iter::once(&cargo))
+    const OPT_LEVEL_ENV: &str = "CARGO_PROFILE_RELEASE_OPT_LEVEL";
+    let command_line = std::iter::once(&cargo)
         .chain(&args)
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ");
+        .fold(format!("{OPT_LEVEL_ENV}={NISSHI_OPT_LEVEL}"), |line, a| {
+            line + " " + &a.to_string_lossy()
+        });
     eprintln!(
         "distill-watch: installing the nisshi {NISSHI_VERSION} Kafka broker into {} (one time, takes ~7 min on 2 cores): {command_line}",
         root.display()
@@ -260,7 +259,7 @@ fn install(cache: &Path, binary: &Path) -> Result<(), BrokerError> {
     info!(command = %command_line, "installing nisshi");
     let status = Command::new(&cargo)
         .args(&args)
-        .env(opt_level.0, opt_level.1)
+        .env(OPT_LEVEL_ENV, NISSHI_OPT_LEVEL)
         // Run outside any workspace so its .cargo/config.toml does not apply.
         .current_dir(cache)
         .stdin(Stdio::null())

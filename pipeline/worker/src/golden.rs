@@ -324,6 +324,11 @@ fn events_batch(schema: &SchemaRef, case: &Case, window_ms: i64) -> Result<Recor
     }
 }
 
+/// Whether `got` is `want` up to the tests' tolerance.
+fn within_tolerance(want: f64, got: f64) -> bool {
+    (want - got).abs() <= TOLERANCE * want.abs().max(1.0)
+}
+
 fn compare(case: &Case, out: &RecordBatch, key: &str) -> Vec<String> {
     let mut failures = Vec::new();
     let got_cols: Vec<String> = out
@@ -376,7 +381,7 @@ fn compare(case: &Case, out: &RecordBatch, key: &str) -> Vec<String> {
                 ("NULL", None) => true,
                 ("NULL", Some(_)) | (_, None) => false,
                 (w, Some(g)) => match w.parse::<f64>() {
-                    Ok(w) => (w - g).abs() <= TOLERANCE * w.abs().max(1.0),
+                    Ok(w) => within_tolerance(w, g),
                     Err(_) => {
                         failures.push(format!(
                             "{key} {k}: {name}: expected value {w:?} is not a number"
@@ -666,39 +671,35 @@ fn differ(a: &BTreeMap<i64, RecordBatch>, b: &BTreeMap<i64, RecordBatch>) -> Opt
             b.keys().collect::<Vec<_>>()
         ));
     }
+    // Job outputs are normalised to a key and Float64 features.
+    let rows = |batch: &RecordBatch| -> BTreeMap<String, Vec<Option<f64>>> {
+        let keys = batch.column(0).as_string::<i32>();
+        let cols: Vec<_> = (1..batch.num_columns())
+            .map(|c| batch.column(c).as_primitive::<Float64Type>())
+            .collect();
+        (0..batch.num_rows())
+            .map(|r| {
+                let values = cols.iter().map(|v| v.is_valid(r).then(|| v.value(r)));
+                (keys.value(r).to_string(), values.collect())
+            })
+            .collect()
+    };
     for (end, x) in a {
-        let rows = |batch: &RecordBatch| -> BTreeMap<String, Vec<Option<f64>>> {
-            let keys = batch.column(0).as_string::<i32>();
-            (0..batch.num_rows())
-                .map(|r| {
-                    let values = (1..batch.num_columns())
-                        .map(|c| {
-                            let col = batch.column(c);
-                            let v =
-                                arrow::compute::cast(&col.slice(r, 1), &DataType::Float64).ok()?;
-                            let v = v.as_primitive::<Float64Type>();
-                            v.is_valid(0).then(|| v.value(0))
-                        })
-                        .collect();
-                    (keys.value(r).to_string(), values)
-                })
-                .collect()
-        };
-        let (x, y) = (rows(x), rows(&b[end]));
-        if x.keys().ne(y.keys()) {
+        let (x_rows, y_rows) = (rows(x), rows(&b[end]));
+        if x_rows.keys().ne(y_rows.keys()) {
             return Some(format!("window ending {end}: accounts differ"));
         }
-        for (key, xs) in &x {
-            for (c, (u, v)) in xs.iter().zip(&y[key]).enumerate() {
+        for (key, xs) in &x_rows {
+            for (c, (u, v)) in xs.iter().zip(&y_rows[key]).enumerate() {
                 let same = match (u, v) {
-                    (Some(u), Some(v)) => (u - v).abs() <= TOLERANCE * u.abs().max(1.0),
+                    (Some(u), Some(v)) => within_tolerance(*u, *v),
                     (None, None) => true,
                     _ => false,
                 };
                 if !same {
                     return Some(format!(
-                        "window ending {end}, account {key}, column {}: {u:?} vs. {v:?}",
-                        c + 1
+                        "window ending {end}, account {key}, {}: {u:?} vs. {v:?}",
+                        x.schema().field(c + 1).name()
                     ));
                 }
             }
@@ -736,14 +737,26 @@ mod tests {
         assert!(report.all_passed(), "{report}");
     }
 
+    /// A jobs directory of its own under the temp dir: the shipped `volume`
+    /// job, an empty `tests/` and a one-rule scoring model, with a config
+    /// pointing at them.
+    fn scratch_jobs(name: &str) -> (std::path::PathBuf, Config) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = std::env::temp_dir().join(format!("dw-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("tests")).unwrap();
+        std::fs::copy(root.join("jobs/volume.sql"), dir.join("volume.sql")).unwrap();
+        let scoring = "model_version = \"t\"\ntop_reasons = 1\n[levels]\nelevated = 0.3\nhigh = 0.6\ncritical = 0.8\n[[rule]]\nfeature = \"requests\"\nweight = 0.1\nlow = 1.0\nhigh = 2.0\n";
+        std::fs::write(dir.join("scoring.toml"), scoring).unwrap();
+        let mut cfg = Config::defaults();
+        cfg.jobs.scoring = dir.join("scoring.toml");
+        (dir, cfg)
+    }
+
     /// `panes: sum` on a job that counts rows is caught by its golden case,
     /// even when the case expects what the job computes over summed panes.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_false_panes_claim_fails() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let dir = std::env::temp_dir().join(format!("dw-panes-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("tests")).unwrap();
-        std::fs::copy(root.join("jobs/volume.sql"), dir.join("volume.sql")).unwrap();
+        let (dir, cfg) = scratch_jobs("panes");
         let rollup = |panes: &str| {
             format!(
                 "-- name: windows_2h\n-- input: job:volume\n-- key: account_id\n-- window: hop 2h slide 1h\n-- panes: {panes}\nSELECT account_id, CAST(count(*) AS DOUBLE) AS active_windows_2h FROM volume GROUP BY account_id\n"
@@ -752,10 +765,6 @@ mod tests {
         // Two active 10-minute windows in the first hour: two rows, one pane.
         let case = "job: windows_2h\ncase: two windows in one hour\nevents:\naccount_id | event_time\na | 2026-11-02T00:01:00Z\na | 2026-11-02T00:11:00Z\nexpect:\nwindow_end | account_id | active_windows_2h\n2026-11-02T01:00:00Z | a | 1\n2026-11-02T02:00:00Z | a | 1\n";
         std::fs::write(dir.join("tests/w.test"), case).unwrap();
-        let scoring = "model_version = \"t\"\ntop_reasons = 1\n[levels]\nelevated = 0.3\nhigh = 0.6\ncritical = 0.8\n[[rule]]\nfeature = \"requests\"\nweight = 0.1\nlow = 1.0\nhigh = 2.0\n";
-        std::fs::write(dir.join("scoring.toml"), scoring).unwrap();
-        let mut cfg = Config::defaults();
-        cfg.jobs.scoring = dir.join("scoring.toml");
 
         std::fs::write(dir.join("windows_2h.sql"), rollup("sum")).unwrap();
         let report = run_dir(&dir, &cfg, None).await.unwrap();
@@ -778,19 +787,12 @@ mod tests {
     /// A golden test can fail: a wrong expectation is reported with the value.
     #[tokio::test(flavor = "multi_thread")]
     async fn wrong_expectation_fails_with_diff() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let dir = std::env::temp_dir().join(format!("dw-golden-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("tests")).unwrap();
-        std::fs::copy(root.join("jobs/volume.sql"), dir.join("volume.sql")).unwrap();
+        let (dir, cfg) = scratch_jobs("golden");
         std::fs::write(
             dir.join("tests/v.test"),
             "job: volume\ncase: wrong\nevents:\naccount_id | event_time\na | 2026-11-02T00:00:01Z\nexpect:\naccount_id | requests | output_tokens | rate_limited_share | active_minute_share\na | 2 | 0 | 0 | 0.1\n",
         )
         .unwrap();
-        let scoring = "model_version = \"t\"\ntop_reasons = 1\n[levels]\nelevated = 0.3\nhigh = 0.6\ncritical = 0.8\n[[rule]]\nfeature = \"requests\"\nweight = 0.1\nlow = 1.0\nhigh = 2.0\n";
-        std::fs::write(dir.join("scoring.toml"), scoring).unwrap();
-        let mut cfg = Config::defaults();
-        cfg.jobs.scoring = dir.join("scoring.toml");
         let report = run_dir(&dir, &cfg, None).await.unwrap();
         assert_eq!(report.failed(), 1);
         let text = report.to_string();

@@ -344,9 +344,8 @@ impl Rollups {
                 if !closes_at(&job.window, end) {
                     return Ok(None);
                 }
-                let start = end - size_ms;
                 let mut b = Vec::new();
-                for pane_end in (start + slide_ms..=end).step_by(slide_ms as usize) {
+                for pane_end in pane_ends(size_ms, slide_ms, end) {
                     let known = self
                         .panes
                         .get(&(up.to_string(), slide_ms))
@@ -358,7 +357,7 @@ impl Rollups {
                     };
                     b.extend(pane);
                 }
-                (b, start)
+                (b, end - size_ms)
             }
             WindowKind::Tumble { size_ms } | WindowKind::Hop { size_ms, .. } => {
                 if !closes_at(&job.window, end) {
@@ -397,7 +396,7 @@ impl Rollups {
             return Ok(());
         };
         let panes = self.panes.entry((up.to_string(), slide_ms)).or_default();
-        for pane_end in (end - size_ms + slide_ms..=end).step_by(slide_ms as usize) {
+        for pane_end in pane_ends(size_ms, slide_ms, end) {
             if panes.contains_key(&pane_end) {
                 continue;
             }
@@ -407,6 +406,12 @@ impl Rollups {
         }
         Ok(())
     }
+}
+
+/// The ends of the slide-long panes of the window `[end - size, end)`,
+/// oldest first.
+fn pane_ends(size_ms: i64, slide_ms: i64, end: i64) -> impl Iterator<Item = i64> {
+    (end - size_ms + slide_ms..=end).step_by(slide_ms as usize)
 }
 
 /// One row per key of the held rows of `[start, end)`, each feature summed

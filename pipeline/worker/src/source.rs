@@ -414,6 +414,13 @@ impl Source for EventSource {
     ) -> Result<Vec<TopicPartition>, SourceError> {
         // Well inside max.poll.interval.ms: a partition not answered in
         // time counts as unfinished and is asked again at the next probe.
+        let all: BTreeSet<TopicPartition> = (0..self.partitions() as i32)
+            .flat_map(|p| [(Side::Requests, p), (Side::Responses, p)])
+            .collect();
+        if all.is_subset(done) {
+            // Nothing to ask the broker: no probe consumers, no metadata.
+            return Ok(Vec::new());
+        }
         tokio::task::block_in_place(|| {
             let mut out = unfinished_partitions(&self.cfg, Duration::from_secs(5), done)?;
             // Input committed to its end, but an owner may still be
