@@ -15,10 +15,12 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use distill_watch::config::{Config, DEFAULTS_TOML, ENV_PREFIX};
+use distill_watch::redact::scrub;
 use flags::{Cli, Command, ConfigArgs, JobsAction, RunArgs, TopicsAction};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    distill_watch::redact::register_from_env(ENV_PREFIX);
     // Commands with progress bars keep the log to warnings unless asked:
     // the bars say what is happening.
     let default_log = match cli.command {
@@ -30,7 +32,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default_log))
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| Scrubbed)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -45,13 +47,32 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", scrub(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
 }
 
+/// Standard error with every configured secret hidden: the log's writer, so
+/// that no log line (librdkafka's included) prints a credential.
+struct Scrubbed;
+
+impl std::io::Write for Scrubbed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The formatter hands over one whole event per call, so a secret is
+        // never split across calls.
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(scrub(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 async fn dispatch(cli: Cli) -> Result<()> {
+    // Loading registers the configuration's secrets for the log's scrubber.
     let load = || Config::load(cli.config.as_deref()).context("loading configuration");
     match &cli.command {
         Command::Demo(args) => demo::run(load()?, args).await,
@@ -74,6 +95,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
 async fn run(mut cfg: Config, args: &RunArgs) -> Result<()> {
     if args.exit_at_eof {
         cfg.worker.exit_at_eof = true;
+    }
+    if let Some(addr) = distill_watch::telemetry::serve(&cfg.metrics.listen).await? {
+        eprintln!("metrics and health on http://{addr}/metrics, /healthz, /readyz");
     }
     let summary = distill_watch::worker::run(&cfg, stop_signal()?).await?;
     println!("{}", summary.metrics);

@@ -38,7 +38,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub kafka: KafkaConfig,
@@ -47,6 +47,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub worker: WorkerConfig,
     pub clusters: ClustersConfig,
+    pub metrics: MetricsConfig,
     /// Handed to librdkafka unchanged for every client.
     pub librdkafka: BTreeMap<String, String>,
     /// Handed to librdkafka for consumers only.
@@ -102,6 +103,13 @@ pub struct ClustersConfig {
     pub stage: Stage,
     /// The cluster stage's consumer group; empty: `<kafka.group_id>.clusters`.
     pub group: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` of the metrics and health endpoint; empty: none.
+    pub listen: String,
 }
 
 /// Which stages a `run` process runs (see `[clusters] stage`).
@@ -244,14 +252,58 @@ impl Config {
         cc
     }
 
-    /// The merged configuration rendered back as TOML (for `distill-watch config`).
+    /// The merged configuration rendered back as TOML (for `distill-watch
+    /// config`), with every secret shown as [`crate::redact::REDACTED`].
     pub fn effective_toml(
         user: Option<(&str, &str)>,
         env: &[(String, String)],
     ) -> Result<String, ConfigError> {
-        let merged = merged_table(user, env)?;
+        let mut merged = merged_table(user, env)?;
+        for section in CLIENT_SECTIONS {
+            if let Some(toml::Value::Table(t)) = merged.get_mut(section) {
+                for (k, v) in t.iter_mut() {
+                    if crate::redact::is_secret_key(k) {
+                        *v = toml::Value::String(crate::redact::REDACTED.into());
+                    }
+                }
+            }
+        }
         toml::to_string(&toml::Value::Table(merged))
             .map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+}
+
+/// The sections handed to librdkafka, where credentials live.
+const CLIENT_SECTIONS: [&str; 3] = ["librdkafka", "consumer", "producer"];
+
+/// By hand, so that a `{:?}` in a log line or a test failure never prints a
+/// credential.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+            m.iter()
+                .map(|(k, v)| {
+                    let v = if crate::redact::is_secret_key(k) {
+                        crate::redact::REDACTED.to_string()
+                    } else {
+                        v.clone()
+                    };
+                    (k.clone(), v)
+                })
+                .collect()
+        };
+        f.debug_struct("Config")
+            .field("kafka", &self.kafka)
+            .field("topics", &self.topics)
+            .field("window", &self.window)
+            .field("jobs", &self.jobs)
+            .field("worker", &self.worker)
+            .field("clusters", &self.clusters)
+            .field("metrics", &self.metrics)
+            .field("librdkafka", &redacted(&self.librdkafka))
+            .field("consumer", &redacted(&self.consumer))
+            .field("producer", &redacted(&self.producer))
+            .finish()
     }
 }
 
@@ -267,13 +319,37 @@ fn merged_table(
     for (var, value) in env {
         apply_env(&mut merged, var, value)?;
     }
+    // Before anything is checked: an error about a value of the wrong type
+    // quotes it.
+    for section in CLIENT_SECTIONS {
+        if let Some(toml::Value::Table(t)) = merged.get(section) {
+            crate::redact::register(
+                t.iter()
+                    .filter(|(k, _)| crate::redact::is_secret_key(k))
+                    .map(|(_, v)| match v {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    }),
+            );
+        }
+    }
     Ok(merged)
 }
 
+/// Errors name the line and column but do not quote the file: the line
+/// could hold a credential (`"sasl.password" = "..."`).
 fn parse_table(origin: &str, text: &str) -> Result<toml::Table, ConfigError> {
-    text.parse::<toml::Table>().map_err(|e| ConfigError::Toml {
-        origin: origin.to_string(),
-        message: e.to_string(),
+    text.parse::<toml::Table>().map_err(|e| {
+        let at = e.span().map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" at line {line}, column {column}")
+        });
+        ConfigError::Toml {
+            origin: format!("{origin}{}", at.unwrap_or_default()),
+            message: e.message().trim_end().to_string(),
+        }
     })
 }
 
@@ -309,7 +385,7 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
     let Some(toml::Value::Table(sec)) = table.get_mut(section) else {
         return Err(unknown());
     };
-    if matches!(section, "librdkafka" | "consumer" | "producer") {
+    if CLIENT_SECTIONS.contains(&section) {
         if key.is_empty() {
             return Err(unknown());
         }
@@ -440,6 +516,56 @@ mod tests {
             Some("pw")
         );
         assert_eq!(c.consumer_config().get("fetch.wait.max.ms"), Some("100"));
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_the_printed_configuration_and_in_debug() {
+        let file = "[librdkafka]\n\"ssl.key.password\" = \"file-key-pw-77\"\n\"ssl.key.location\" = \"/k.pem\"\n";
+        let env = vec![
+            (
+                "DISTILL_WATCH_LIBRDKAFKA_SASL_PASSWORD".to_string(),
+                "env-sasl-pw-42".to_string(),
+            ),
+            (
+                "DISTILL_WATCH_PRODUCER_SASL_OAUTHBEARER_CLIENT_SECRET".to_string(),
+                "oauth-secret-9".to_string(),
+            ),
+            (
+                "DISTILL_WATCH_LIBRDKAFKA_SASL_USERNAME".to_string(),
+                "worker-user".to_string(),
+            ),
+        ];
+        let printed = Config::effective_toml(Some(("f.toml", file)), &env).unwrap();
+        let c = Config::from_parts(Some(("f.toml", file)), &env).unwrap();
+        let debug = format!("{c:?}");
+        for out in [&printed, &debug] {
+            for secret in ["file-key-pw-77", "env-sasl-pw-42", "oauth-secret-9"] {
+                assert!(!out.contains(secret), "{secret} shown in:\n{out}");
+            }
+            assert!(
+                out.contains("worker-user") && out.contains("/k.pem"),
+                "{out}"
+            );
+            assert_eq!(out.matches(crate::redact::REDACTED).count(), 3, "{out}");
+        }
+        // Nor does an error in a file that holds one.
+        let broken = "[librdkafka]\n\"sasl.password\" = \"file-key-pw-77\" oops\n";
+        let err = Config::from_parts(Some(("f.toml", broken)), &[]).unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.contains("f.toml at line 2") && !err.contains("file-key-pw-77"),
+            "{err}"
+        );
+        // The clients still get the real values.
+        assert_eq!(
+            c.producer_config().get("sasl.password"),
+            Some("env-sasl-pw-42")
+        );
+        // Reading the configuration registered them for the log's scrubber.
+        assert_eq!(
+            crate::redact::scrub("a file-key-pw-77 b env-sasl-pw-42 c oauth-secret-9"),
+            "a [redacted] b [redacted] c [redacted]"
+        );
     }
 
     #[test]

@@ -475,6 +475,7 @@ impl PairSink {
                 // hold read_committed consumers back until it times out.
                 let _ =
                     tokio::task::block_in_place(|| self.producer.abort_transaction(self.timeout));
+                crate::telemetry::transaction_aborted();
                 return Err(e);
             }
             Ok(())

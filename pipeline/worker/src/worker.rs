@@ -31,6 +31,7 @@ use crate::rollup::Rollups;
 use crate::schemas::SchemaSet;
 use crate::sink::{Cycle, DlqRecord, KafkaSink, SinkError};
 use crate::source::{AccountsSource, Change, EventSource, SourceError, TopicPartition};
+use crate::telemetry;
 use crate::topics::{create_topics, TopicSpec};
 use crate::window::{PartitionWindows, Side, WindowSpec};
 
@@ -330,6 +331,8 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
                 pairs: BTreeMap::new(),
                 assignment: BTreeSet::new(),
                 joined: false,
+                caught_up: false,
+                published_at: None,
                 at_end: BTreeSet::new(),
                 positions: BTreeMap::new(),
                 paused: BTreeSet::new(),
@@ -478,6 +481,29 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
             let room = LATENCY_SAMPLES.saturating_sub(v.len());
             v.extend(state.close_to_ack.drain(..).take(room));
         }
+        // Once a second: the gauges walk every held batch.
+        if state
+            .published_at
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            state.published_at = Some(now);
+            publish(state, &self.source);
+        }
+        if state.joined && !state.caught_up {
+            // Checked every step: under load a partition's end is reached
+            // only now and then.
+            state.caught_up = state.assignment.iter().all(|&(side, p)| {
+                self.source.watermarks(side, p).is_some_and(|(low, high)| {
+                    state.positions.get(&(side, p)).copied().unwrap_or(low) >= high
+                })
+            });
+            if state.caught_up {
+                // The counters first: a scrape that sees the worker ready
+                // sees everything it read to get there.
+                publish(state, &self.source);
+            }
+        }
+        telemetry::health().beat();
         if now.duration_since(self.last_report) >= Duration::from_secs(5) {
             self.last_report = now;
             let table = self.accounts.snapshot();
@@ -537,6 +563,7 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
         let table = self.accounts.snapshot();
         self.state.metrics.accounts_in_table = table.len() as u64;
         self.state.metrics.account_versions = table.versions() as u64;
+        publish(&self.state, &self.source);
         Ok(self.state.metrics)
     }
 }
@@ -597,6 +624,10 @@ struct State<P> {
     assignment: BTreeSet<TopicPartition>,
     /// Received an assignment (possibly empty) from the group.
     joined: bool,
+    /// Every assigned partition was read up to its end (as of a fetch)
+    /// since the last rebalance: `/readyz`.
+    caught_up: bool,
+    published_at: Option<Instant>,
     at_end: BTreeSet<TopicPartition>,
     /// Next offset to read per partition, as far as this worker knows.
     positions: BTreeMap<TopicPartition, i64>,
@@ -806,6 +837,9 @@ impl<P> State<P> {
         sink: &mut K,
         source: &S,
     ) -> Result<(), WorkerError> {
+        telemetry::rebalance("accounts");
+        self.caught_up = false;
+        telemetry::health().set_ready("accounts", false);
         match change {
             Change::Revoked(parts) => {
                 // Eager rebalancing revokes everything and the next owner (maybe
@@ -1018,7 +1052,9 @@ impl<P> State<P> {
             }
             for end in pair.pending_ends.drain(..) {
                 if let Some((_, at)) = pair.closable_seen.iter().find(|(l, _)| *l >= end) {
-                    self.close_to_ack.push(acked.saturating_duration_since(*at));
+                    let d = acked.saturating_duration_since(*at);
+                    telemetry::close_to_ack(d);
+                    self.close_to_ack.push(d);
                 }
                 while pair.closable_seen.front().is_some_and(|(l, _)| *l <= end) {
                     pair.closable_seen.pop_front();
@@ -1037,6 +1073,37 @@ impl<P> State<P> {
         }
         Ok(())
     }
+}
+
+/// Counters, gauges, liveness and readiness for `/metrics` and the probes
+/// (see [`telemetry`]).
+fn publish<P, S: Source>(state: &State<P>, source: &S) {
+    let lag = state
+        .assignment
+        .iter()
+        .filter_map(|&(side, p)| {
+            let (low, high) = source.watermarks(side, p)?;
+            let pos = state.positions.get(&(side, p)).copied().unwrap_or(low);
+            Some((source.topic(side), p, (high - pos).max(0)))
+        })
+        .collect();
+    let buffered_bytes = state
+        .pairs
+        .values()
+        .map(|p| p.windows.buffered_bytes() + p.boundary.rollups.held_bytes())
+        .sum();
+    telemetry::publish_worker(
+        &state.metrics,
+        &telemetry::WorkerGauges {
+            open_windows: state.open_windows(),
+            buffered_rows: state.buffered_rows(),
+            buffered_bytes,
+            assignment: &state.assignment,
+            lag,
+        },
+        [source.topic(Side::Requests), source.topic(Side::Responses)],
+    );
+    telemetry::health().set_ready("accounts", state.caught_up);
 }
 
 /// Close and score one pair's ready windows, in order, within the step's

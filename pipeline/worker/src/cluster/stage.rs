@@ -294,6 +294,7 @@ pub async fn run_clusters(
         clusters_partitions: partitions_of(&cfg.topics.clusters),
         parts: BTreeMap::new(),
         joined: false,
+        caught_up: false,
         metrics: StageMetrics::default(),
         options,
     };
@@ -332,6 +333,7 @@ pub async fn run_clusters(
             stage.apply(c).await?;
         }
         stage.close_and_commit(&consumer).await?;
+        stage.publish();
         if last_report.elapsed() >= Duration::from_secs(5) {
             last_report = Instant::now();
             tracing::info!("cluster stage: {}", stage.metrics);
@@ -340,6 +342,7 @@ pub async fn run_clusters(
             break;
         }
     }
+    stage.publish();
     tracing::info!(
         elapsed_s = started.elapsed().as_secs_f64(),
         "cluster stage stopped: {}",
@@ -374,12 +377,30 @@ struct Stage<'a> {
     clusters_partitions: Option<i32>,
     parts: BTreeMap<i32, Part>,
     joined: bool,
+    /// Every assigned partition was read to its end since the last
+    /// rebalance: `/readyz`.
+    caught_up: bool,
     metrics: StageMetrics,
     options: StageOptions,
 }
 
 impl Stage<'_> {
+    /// Counters, liveness and readiness for `/metrics` and the probes.
+    fn publish(&mut self) {
+        self.caught_up |= self.joined && self.parts.values().all(|p| p.at_eof);
+        crate::telemetry::publish_clusters(
+            self.metrics.clusters_emitted,
+            self.metrics.commits,
+            self.parts.len(),
+        );
+        let health = crate::telemetry::health();
+        health.set_ready("clusters", self.caught_up);
+        health.beat();
+    }
+
     async fn apply(&mut self, change: Change) -> Result<(), StageError> {
+        crate::telemetry::rebalance("clusters");
+        self.caught_up = false;
         match change {
             Change::Revoked(ps) => {
                 tracing::info!(partitions = ?ps, "cluster stage: partitions revoked");
@@ -689,6 +710,7 @@ async fn commit(
     });
     if let Err(e) = finished {
         let _ = tokio::task::block_in_place(|| producer.abort_transaction(timeout));
+        crate::telemetry::transaction_aborted();
         return Err(e);
     }
     Ok(())
