@@ -11,6 +11,8 @@
 //! Tests in one process share the broker and run in parallel, so every test
 //! creates its own topics and groups named with [`unique_name`].
 
+pub mod secure;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};

@@ -669,3 +669,70 @@ fn offsets_in_a_transaction_commit_with_it_and_a_new_owner_fences_the_old() {
     let zombie = p.commit_transaction(TIMEOUT);
     assert!(zombie.is_err(), "the old owner is fenced: {zombie:?}");
 }
+
+/// nisshi 0.7.0-pre.2 fault: its command line declares `--cert` and
+/// `--key` as conflicting, so a broker given both (what a TLS listener
+/// needs) refuses to start, and no TLS listener can be configured. Worked
+/// around by the TLS proxy of `integration_tests::secure` (a real TLS
+/// endpoint, as Apache Kafka's). When this fails, nisshi may serve TLS
+/// itself and the proxy can go.
+#[test]
+fn nisshi_refuses_cert_and_key_together() {
+    let dir = std::env::temp_dir().join(unique_name("tls-flags"));
+    std::fs::create_dir_all(&dir).unwrap();
+    integration_tests::secure::make_certs(&dir).unwrap();
+    let binary = local_broker::ensure_installed().unwrap();
+    let cert = dir.join("server.pem").display().to_string();
+    let key = dir.join("server-key.pem").display().to_string();
+    let started = local_broker::LocalBroker::start_with(
+        &binary,
+        None,
+        &local_broker::StartOptions {
+            args: vec!["--cert".into(), cert, "--key".into(), key],
+            ..Default::default()
+        },
+    );
+    match started {
+        Err(local_broker::BrokerError::ExitedEarly { log_tail, .. }) => assert!(
+            log_tail.contains("'--cert <CERT>' cannot be used with '--key <KEY>'"),
+            "{log_tail}"
+        ),
+        Err(e) => panic!("{e}"),
+        Ok(b) => panic!(
+            "nisshi started with --cert and --key on {}: see whether it serves TLS now",
+            b.bootstrap
+        ),
+    }
+}
+
+/// nisshi 0.7.0-pre.2 fault: `memory://` storage keeps no SCRAM users, and
+/// `nisshi user create` cannot authenticate, so a broker started with
+/// `--authentication` on memory storage admits nobody. Worked around by
+/// `integration_tests::secure`: users created on an `sqlite://` file by a
+/// broker without authentication, then the authenticating broker on it.
+#[test]
+fn nisshi_on_memory_storage_keeps_no_users() {
+    let binary = local_broker::ensure_installed().unwrap();
+    let broker = local_broker::LocalBroker::start(&binary, None).unwrap();
+    let created = std::process::Command::new(&binary)
+        .args(["user", "create", "--broker"])
+        .arg(format!("tcp://{}", broker.bootstrap))
+        .args(["--mechanism", "scram512", "someone", "Some-Passw0rd"])
+        .output()
+        .unwrap();
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("security.protocol", "sasl_plaintext")
+        .set("sasl.mechanisms", "SCRAM-SHA-512")
+        .set("sasl.username", "someone")
+        .set("sasl.password", "Some-Passw0rd")
+        .set("log_level", "0")
+        .create()
+        .unwrap();
+    let answer = client.fetch_metadata(None, Duration::from_secs(5));
+    assert!(
+        !created.status.success() || answer.is_err(),
+        "a SCRAM user created on memory storage authenticated: nisshi now keeps users there ({})",
+        String::from_utf8_lossy(&created.stderr)
+    );
+}

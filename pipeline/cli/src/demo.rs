@@ -35,6 +35,9 @@ pub async fn create_topics(cfg: &Config, partitions: i32) -> Result<()> {
 }
 
 pub async fn gen(cfg: &Config, args: &GenArgs) -> Result<()> {
+    // Before anything is generated or written: a refused password or
+    // certificate ends the command at once.
+    distill_watch::connect::check_async(cfg, distill_watch::connect::TIMEOUT).await?;
     let (scenario, seed) = session::scenario(&args.traffic, "demo")?;
     let traffic = session::generate(&scenario, seed, args.traffic.scale);
     traffic

@@ -72,8 +72,22 @@ impl std::io::Write for Scrubbed {
 }
 
 async fn dispatch(cli: Cli) -> Result<()> {
-    // Loading registers the configuration's secrets for the log's scrubber.
-    let load = || Config::load(cli.config.as_deref()).context("loading configuration");
+    // Loading registers the configuration's secrets for the log's scrubber,
+    // and fixes the schema versions to accept before anything decodes.
+    let load = || {
+        let cfg = Config::load(cli.config.as_deref()).context("loading configuration")?;
+        let dir = &cfg.schemas.dir;
+        if !dir.as_os_str().is_empty() {
+            let set = distill_watch::schemas::SchemaSet::with_versions(dir)
+                .with_context(|| format!("[schemas] dir {}", dir.display()))?;
+            for s in set.all().iter().filter(|s| !s.versions.is_empty()) {
+                let ids: Vec<u32> = s.versions.iter().map(|v| v.id).collect();
+                tracing::info!(schema = s.name, current = s.id, versions = ?ids, "accepting other writer versions");
+            }
+            distill_watch::schemas::install(set, dir)?;
+        }
+        anyhow::Ok(cfg)
+    };
     match &cli.command {
         Command::Demo(args) => demo::run(load()?, args).await,
         Command::Run(args) => run(load()?, args).await,

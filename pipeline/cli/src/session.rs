@@ -72,6 +72,7 @@ pub fn local_broker(cfg: &mut Config) -> Result<LocalBroker> {
 }
 
 pub async fn create(cfg: &Config, specs: &[TopicSpec]) -> Result<()> {
+    distill_watch::connect::check_async(cfg, distill_watch::connect::TIMEOUT).await?;
     create_topics(&cfg.client_config(), specs)
         .await
         .with_context(|| format!("creating topics on {}", cfg.kafka.bootstrap_servers))

@@ -306,3 +306,239 @@ fn no_configured_secret_in_config_output_errors_or_the_workers_log() {
         assert!(!log.contains(secret), "{secret} in the worker's output");
     }
 }
+
+/// `distill-watch --config CONFIG ARGS` with `envs`, killed after `limit`:
+/// its output and how long it ran.
+fn cli_within(
+    config: &std::path::Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    limit: Duration,
+) -> (std::process::Output, Duration) {
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_distill-watch"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child.wait_with_output().unwrap(), started.elapsed())
+}
+
+#[test]
+fn over_tls_with_sasl_the_cli_scores_and_a_wrong_password_or_an_untrusted_ca_fails_fast() {
+    let secure = integration_tests::secure::secure_broker();
+    let names = Names::new("secure");
+    let settings: String = secure
+        .client_settings(integration_tests::secure::PASSWORD, &secure.ca)
+        .iter()
+        .map(|(k, v)| format!("{k:?} = {v:?}\n"))
+        .collect();
+    let config = names.config_file_with("w", &[], &format!("[librdkafka]\n{settings}"));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(integration_tests::broker(), &secure.bootstrap);
+    std::fs::write(&config, text).unwrap();
+    let ok = |args: &[&str], limit: u64| {
+        let (out, took) = cli_within(&config, args, &[], Duration::from_secs(limit));
+        assert!(
+            out.status.success(),
+            "{args:?} failed after {took:?}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&["topics", "create", "--partitions", "2"], 120);
+    let truth = std::env::temp_dir().join(format!("{}-truth.csv", names.group));
+    ok(
+        &[
+            "gen",
+            "--scenario",
+            "ci",
+            "--scale",
+            "0.05",
+            "--seed",
+            "3",
+            "--truth",
+            truth.to_str().unwrap(),
+        ],
+        300,
+    );
+    let summary = ok(&["run", "--exit-at-eof"], 600);
+    assert!(summary_number(&summary, "scores") > 0.0, "{summary}");
+
+    // A wrong password and a CA that did not sign the broker's certificate
+    // each end the command within seconds, saying which, with no secret.
+    let wrong = "Not-The-Passw0rd-9d1e";
+    let cases = [
+        (
+            ("DISTILL_WATCH_LIBRDKAFKA_SASL_PASSWORD", wrong),
+            "authentication with",
+        ),
+        (
+            (
+                "DISTILL_WATCH_LIBRDKAFKA_SSL_CA_LOCATION",
+                secure.rogue_ca.to_str().unwrap(),
+            ),
+            "TLS with",
+        ),
+    ];
+    let truth = std::env::temp_dir().join(format!("{}-refused.csv", names.group));
+    let gen = [
+        "gen",
+        "--scenario",
+        "ci",
+        "--truth",
+        truth.to_str().unwrap(),
+    ];
+    for (env, expected) in cases {
+        for args in [&["run"][..], &gen[..]] {
+            let (out, took) = cli_within(&config, args, &[env], Duration::from_secs(60));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            eprintln!("{args:?} with {env:?}: failed in {took:?}: {stderr}");
+            assert!(!out.status.success(), "{args:?} with {env:?} succeeded");
+            assert!(
+                took < Duration::from_secs(15),
+                "{args:?} with {env:?} took {took:?} to fail:\n{stderr}"
+            );
+            assert!(
+                stderr.contains(expected),
+                "{args:?} with {env:?}:\n{stderr}"
+            );
+            for secret in [wrong, integration_tests::secure::PASSWORD] {
+                assert!(!stderr.contains(secret), "{secret} shown:\n{stderr}");
+            }
+        }
+    }
+    assert!(!truth.exists(), "a refused gen generated nothing");
+}
+
+/// A schemas directory like `schemas/` listing `versions` of ApiRequest.
+fn schemas_dir(name: &str, versions: &[(u32, serde_json::Value)]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(integration_tests::unique_name(name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ids = std::fs::read_to_string(repo().join("schemas/ids.toml")).unwrap();
+    ids.push_str("\n[versions.ApiRequest]\n");
+    for (id, json) in versions {
+        let file = format!("ApiRequest.{id}.avsc");
+        std::fs::write(dir.join(&file), json.to_string()).unwrap();
+        ids.push_str(&format!("{id} = \"{file}\"\n"));
+    }
+    std::fs::write(dir.join("ids.toml"), ids).unwrap();
+    dir
+}
+
+#[test]
+fn a_producer_on_a_newer_compatible_schema_is_scored_the_same_and_an_incompatible_one_is_refused() {
+    use apache_avro::types::Value;
+    let set = distill_watch::schemas::SchemaSet::builtin();
+    let current = &set.request;
+    let mut json: serde_json::Value = serde_json::from_str(current.json).unwrap();
+    json["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "name": "client_region", "type": ["null", "string"], "default": null,
+            "doc": "A field this worker does not know yet"
+        }));
+    let newer = apache_avro::Schema::parse(&json).unwrap();
+    let dir = schemas_dir("schemas-newer", &[(1101, json.clone())]);
+
+    // The same traffic twice: as generated, and with every request written
+    // by a producer on the newer version.
+    let traffic = distill_watch_traffic::generate(&Scenario::builtin("ci").unwrap(), 4, 0.05);
+    let mut rewritten = traffic.clone();
+    let mut moved = 0;
+    for r in &mut rewritten.requests {
+        let Some((id, mut body)) = distill_watch::schemas::unframe(&r.value) else {
+            continue;
+        };
+        if id != current.id {
+            continue;
+        }
+        let Ok(Value::Record(mut fields)) =
+            apache_avro::from_avro_datum(&current.avro, &mut body, None)
+        else {
+            continue;
+        };
+        fields.push((
+            "client_region".into(),
+            Value::Union(1, Box::new(Value::String("eu-west".into()))),
+        ));
+        let body = apache_avro::to_avro_datum(&newer, Value::Record(fields)).unwrap();
+        r.value = distill_watch::schemas::frame(1101, &body);
+        moved += 1;
+    }
+    assert!(moved > 1000, "{moved} requests rewritten");
+    let mut outputs = Vec::new();
+    for (name, traffic) in [("as-generated", &traffic), ("newer", &rewritten)] {
+        let names = Names::new(name);
+        names.create_inputs();
+        names.create_outputs();
+        write(traffic, &names);
+        let config = names.config_file_with(
+            "w",
+            &[],
+            &format!("[schemas]\ndir = {:?}\n", dir.display().to_string()),
+        );
+        Worker::spawn(&names, "w", &config, "info", &["--exit-at-eof"], &[])
+            .finish(Duration::from_secs(300));
+        outputs.push((
+            committed_records(&names.scores),
+            committed_records(&names.dlq),
+        ));
+    }
+    assert!(!outputs[0].0.is_empty());
+    assert!(
+        outputs[0].0 == outputs[1].0,
+        "scores differ: {} as generated, {} from the newer producer",
+        outputs[0].0.len(),
+        outputs[1].0.len()
+    );
+    // DLQ records carry the original bytes, which differ; their reasons and
+    // origins do not.
+    let reasons = |dlq: &[Rec]| {
+        let mut v: Vec<_> = dlq.iter().map(|(k, _, h)| (k.clone(), h.clone())).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(reasons(&outputs[0].1), reasons(&outputs[1].1));
+
+    // A version that changes a field's type is refused before anything runs.
+    json["fields"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .filter(|f| f["name"] == "prompt_tokens")
+        .for_each(|f| {
+            f["type"] = serde_json::json!("string");
+            f["default"] = serde_json::json!("0");
+        });
+    let bad = schemas_dir("schemas-incompatible", &[(1102, json)]);
+    let names = Names::new("incompatible");
+    let config = names.config_file_with(
+        "w",
+        &[],
+        &format!("[schemas]\ndir = {:?}\n", bad.display().to_string()),
+    );
+    let (out, took) = cli_within(&config, &["run"], &[], Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && took < Duration::from_secs(10),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ApiRequest version 1102 (ApiRequest.1102.avsc) cannot be read as the current ApiRequest"),
+        "{stderr}"
+    );
+}

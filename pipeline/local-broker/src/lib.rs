@@ -279,6 +279,37 @@ fn install(cache: &Path, binary: &Path) -> Result<(), BrokerError> {
     Ok(())
 }
 
+/// How to start a [`LocalBroker`] other than the default (in-memory
+/// storage, no authentication).
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// `--storage-engine`, e.g. `sqlite://FILE` (users are kept only there).
+    pub storage: String,
+    /// More flags, e.g. `--authentication`.
+    pub args: Vec<String>,
+    /// What the broker advertises instead of its own address (`host:port`
+    /// of a proxy in front of it).
+    pub advertised: Option<String>,
+    /// librdkafka settings of the readiness probe (credentials), which
+    /// connects to `advertised` when given.
+    pub client: Vec<(String, String)>,
+    /// The broker's working directory: nisshi takes `sqlite://` paths
+    /// relative to it, even those starting with `/`.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            storage: "memory://nisshi/".into(),
+            args: Vec::new(),
+            advertised: None,
+            client: Vec::new(),
+            dir: None,
+        }
+    }
+}
+
 /// A nisshi broker process with in-memory storage, listening on 127.0.0.1.
 ///
 /// Dropping it kills the broker and waits for it.
@@ -297,6 +328,15 @@ impl LocalBroker {
     /// Starts `binary broker` on `127.0.0.1:port` (a free port if `None`) and
     /// waits until it answers a Kafka metadata request.
     pub fn start(binary: &Path, port: Option<u16>) -> Result<LocalBroker, BrokerError> {
+        Self::start_with(binary, port, &StartOptions::default())
+    }
+
+    /// [`LocalBroker::start`] with other storage, flags and client settings.
+    pub fn start_with(
+        binary: &Path,
+        port: Option<u16>,
+        options: &StartOptions,
+    ) -> Result<LocalBroker, BrokerError> {
         // A port picked by us can be taken by someone else before nisshi binds
         // it; retry with a fresh one in that case.
         let attempts = if port.is_some() { 1 } else { 3 };
@@ -306,7 +346,7 @@ impl LocalBroker {
                 Some(p) => p,
                 None => free_port()?,
             };
-            match Self::start_on(binary, port) {
+            match Self::start_on(binary, port, options) {
                 Err(e @ BrokerError::ExitedEarly { .. }) => {
                     warn!(%e, "nisshi exited during startup");
                     last = Some(e);
@@ -317,9 +357,17 @@ impl LocalBroker {
         Err(last.expect("at least one attempt"))
     }
 
-    fn start_on(binary: &Path, port: u16) -> Result<LocalBroker, BrokerError> {
+    fn start_on(
+        binary: &Path,
+        port: u16,
+        options: &StartOptions,
+    ) -> Result<LocalBroker, BrokerError> {
         let bootstrap = format!("127.0.0.1:{port}");
         let url = format!("tcp://{bootstrap}");
+        let advertised = options
+            .advertised
+            .as_ref()
+            .map_or(url.clone(), |a| format!("tcp://{a}"));
         let log_dir = cache_dir().join("logs");
         fs::create_dir_all(&log_dir).map_err(io_err("create directory", &log_dir))?;
         let log = log_dir.join(format!("nisshi-{port}.log"));
@@ -328,8 +376,15 @@ impl LocalBroker {
 
         let mut command = Command::new(binary);
         command
-            .args(["broker", "--storage-engine", "memory://nisshi/"])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["broker", "--storage-engine", &options.storage])
+            .args([
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised,
+            ])
+            .args(&options.args)
+            .current_dir(options.dir.as_deref().unwrap_or(Path::new(".")))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
@@ -355,15 +410,27 @@ impl LocalBroker {
             log,
         };
         // On error `broker` is dropped, which kills the process.
-        broker.wait_ready(READY_TIMEOUT)?;
+        // Through what it advertises, where its clients will be sent.
+        let probe = options.advertised.as_deref().unwrap_or(&broker.bootstrap);
+        let probe = probe.to_string();
+        broker.wait_ready(READY_TIMEOUT, &probe, &options.client)?;
         info!(bootstrap = %broker.bootstrap, "nisshi is ready");
         Ok(broker)
     }
 
-    fn wait_ready(&mut self, timeout: Duration) -> Result<(), BrokerError> {
+    fn wait_ready(
+        &mut self,
+        timeout: Duration,
+        bootstrap: &str,
+        client: &[(String, String)],
+    ) -> Result<(), BrokerError> {
         let started = Instant::now();
-        let consumer: Result<BaseConsumer, _> = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
+        let mut cc = ClientConfig::new();
+        for (k, v) in client {
+            cc.set(k, v);
+        }
+        let consumer: Result<BaseConsumer, _> = cc
+            .set("bootstrap.servers", bootstrap)
             .set("socket.connection.setup.timeout.ms", "1000")
             .set("reconnect.backoff.ms", "50")
             .set("reconnect.backoff.max.ms", "250")

@@ -48,6 +48,7 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub clusters: ClustersConfig,
     pub metrics: MetricsConfig,
+    pub schemas: SchemasConfig,
     /// Handed to librdkafka unchanged for every client.
     pub librdkafka: BTreeMap<String, String>,
     /// Handed to librdkafka for consumers only.
@@ -103,6 +104,13 @@ pub struct ClustersConfig {
     pub stage: Stage,
     /// The cluster stage's consumer group; empty: `<kafka.group_id>.clusters`.
     pub group: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemasConfig {
+    /// Directory whose `ids.toml` lists other writer versions; empty: none.
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -300,6 +308,7 @@ impl std::fmt::Debug for Config {
             .field("worker", &self.worker)
             .field("clusters", &self.clusters)
             .field("metrics", &self.metrics)
+            .field("schemas", &self.schemas)
             .field("librdkafka", &redacted(&self.librdkafka))
             .field("consumer", &redacted(&self.consumer))
             .field("producer", &redacted(&self.producer))

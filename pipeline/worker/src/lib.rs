@@ -9,6 +9,7 @@
 pub mod checkpoint;
 pub mod cluster;
 pub mod config;
+pub mod connect;
 pub mod decode;
 pub mod enrich;
 pub mod functions;

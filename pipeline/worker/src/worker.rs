@@ -38,6 +38,8 @@ use crate::window::{PartitionWindows, Side, WindowSpec};
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error(transparent)]
+    Connect(#[from] crate::connect::ConnectError),
+    #[error(transparent)]
     ClusterModel(#[from] crate::cluster::model::ClusterModelError),
     #[error(transparent)]
     ClusterStage(#[from] crate::cluster::stage::StageError),
@@ -127,6 +129,7 @@ pub async fn run_with_progress(
     use crate::cluster::stage::{run_clusters, StageOptions};
     use crate::config::Stage;
     use futures::FutureExt;
+    crate::connect::check_async(cfg, crate::connect::TIMEOUT).await?;
     let stage = if cfg.clusters.enabled {
         cfg.clusters.stage
     } else {

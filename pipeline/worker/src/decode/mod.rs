@@ -114,7 +114,9 @@ pub struct Decoded {
 /// Decodes the messages of one topic, whose values must carry `schema`.
 pub struct RecordDecoder {
     schema: &'static ContractSchema,
-    shape: Shape,
+    /// Per wire id (the current one first, then other versions): what a
+    /// valid datum written with it looks like.
+    shapes: Vec<(u32, Shape)>,
     decoder: Decoder,
     max_rows: usize,
     output_schema: SchemaRef,
@@ -137,10 +139,16 @@ impl RecordDecoder {
         max_rows: usize,
         max_future_skew_ms: i64,
     ) -> Result<Self, DecodeError> {
-        let shape = Shape::compile(&schema.avro).map_err(|message| DecodeError::Setup {
-            schema: schema.name,
-            message,
-        })?;
+        let shape = |avro| {
+            Shape::compile(avro).map_err(|message| DecodeError::Setup {
+                schema: schema.name,
+                message,
+            })
+        };
+        let mut shapes = vec![(schema.id, shape(&schema.avro)?)];
+        for v in &schema.versions {
+            shapes.push((v.id, shape(&v.avro)?));
+        }
         let max_rows = max_rows.max(1);
         let decoder = build_decoder(schema, max_rows)?;
         let mut fields: Vec<Field> = decoder
@@ -155,7 +163,7 @@ impl RecordDecoder {
         fields.push(Field::new(MSG_COL, DataType::UInt32, false));
         Ok(Self {
             schema,
-            shape,
+            shapes,
             decoder,
             max_rows,
             output_schema: Arc::new(Schema::new(fields)),
@@ -207,7 +215,7 @@ impl RecordDecoder {
                 ));
                 continue;
             };
-            if id != self.schema.id {
+            let Some((_, shape)) = self.shapes.iter().find(|(v, _)| *v == id) else {
                 let (kind, detail) = match set.by_id(id) {
                     Some(other) => (
                         RejectKind::WrongSchema,
@@ -226,8 +234,8 @@ impl RecordDecoder {
                 };
                 rejects.push(reject(kind, detail));
                 continue;
-            }
-            if let Err(e) = check_datum(&self.shape, body) {
+            };
+            if let Err(e) = check_datum(shape, body) {
                 rejects.push(reject(
                     RejectKind::MalformedAvro,
                     format!("not a valid {} datum: {e}", self.schema.name),
@@ -295,17 +303,24 @@ impl RecordDecoder {
         let mut batches = Vec::new();
         for &i in which {
             let payload = msgs[i].payload.as_deref().unwrap_or_default();
-            if self.decoder.batch_is_full() {
-                if let Some(b) = self.decoder.flush().map_err(|e| e.to_string())? {
-                    batches.push(b);
+            let mut rest = payload;
+            while !rest.is_empty() {
+                // Full, or switching to another writer version (which ends
+                // the batch after the new prefix): flush and go on.
+                if self.decoder.batch_is_full() {
+                    if let Some(b) = self.decoder.flush().map_err(|e| e.to_string())? {
+                        batches.push(b);
+                    }
                 }
-            }
-            let used = self.decoder.decode(payload).map_err(|e| e.to_string())?;
-            if used != payload.len() {
-                return Err(format!(
-                    "decoder consumed {used} of {} bytes",
-                    payload.len()
-                ));
+                let used = self.decoder.decode(rest).map_err(|e| e.to_string())?;
+                if used == 0 && !self.decoder.batch_is_full() {
+                    return Err(format!(
+                        "decoder consumed {} of {} bytes",
+                        payload.len() - rest.len(),
+                        payload.len()
+                    ));
+                }
+                rest = &rest[used..];
             }
         }
         if let Some(b) = self.decoder.flush().map_err(|e| e.to_string())? {
@@ -497,11 +512,20 @@ fn build_decoder(schema: &ContractSchema, max_rows: usize) -> Result<Decoder, De
             AvroSchema::new(schema.json.to_string()),
         )
         .map_err(|e| setup(e.to_string()))?;
-    ReaderBuilder::new()
+    for v in &schema.versions {
+        store
+            .set(Fingerprint::Id(v.id), AvroSchema::new(v.json.clone()))
+            .map_err(|e| setup(format!("version {}: {e}", v.id)))?;
+    }
+    let mut builder = ReaderBuilder::new()
         .with_batch_size(max_rows)
-        .with_writer_schema_store(store)
-        .build_decoder()
-        .map_err(|e| setup(e.to_string()))
+        .with_writer_schema_store(store);
+    if !schema.versions.is_empty() {
+        // Every version is read as the current one: the same columns
+        // whichever version a producer wrote.
+        builder = builder.with_reader_schema(AvroSchema::new(schema.json.to_string()));
+    }
+    builder.build_decoder().map_err(|e| setup(e.to_string()))
 }
 
 #[cfg(test)]
@@ -522,6 +546,137 @@ mod tests {
             ],
         );
         encode_framed(s, v).unwrap()
+    }
+
+    /// A directory like `schemas/` whose `ids.toml` lists `versions` of
+    /// ApiRequest: (id, JSON).
+    fn schemas_dir(versions: &[(u32, &serde_json::Value)]) -> std::path::PathBuf {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "dw-schemas-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ids = include_str!("../../../../schemas/ids.toml").to_string();
+        ids.push_str("\n[versions.ApiRequest]\n");
+        for (id, json) in versions {
+            let file = format!("ApiRequest.{id}.avsc");
+            std::fs::write(dir.join(&file), json.to_string()).unwrap();
+            ids.push_str(&format!("{id} = \"{file}\"\n"));
+        }
+        std::fs::write(dir.join("ids.toml"), ids).unwrap();
+        dir
+    }
+
+    /// The current ApiRequest schema as JSON, changed by `f`.
+    fn request_version(f: impl FnOnce(&mut Vec<serde_json::Value>)) -> serde_json::Value {
+        let mut v: serde_json::Value =
+            serde_json::from_str(SchemaSet::builtin().request.json).unwrap();
+        f(v["fields"].as_array_mut().unwrap());
+        v
+    }
+
+    #[test]
+    fn older_and_newer_writer_versions_decode_as_the_current_schema() {
+        let newer = request_version(|fields| {
+            fields.push(serde_json::json!({"name": "client_region", "type": ["null", "string"], "default": null, "doc": "new"}))
+        });
+        let older = request_version(|fields| fields.retain(|f| f["name"] != "prompt_language"));
+        let dir = schemas_dir(&[(1101, &newer), (1100, &older)]);
+        let set: &'static SchemaSet = Box::leak(Box::new(SchemaSet::with_versions(&dir).unwrap()));
+        let schema = &set.request;
+        let parsed: Vec<(u32, apache_avro::Schema)> = vec![
+            (schema.id, schema.avro.clone()),
+            (1101, apache_avro::Schema::parse(&newer).unwrap()),
+            (1100, apache_avro::Schema::parse(&older).unwrap()),
+        ];
+        // Versions interleaved, and batches of two rows: every switch of
+        // writer schema falls inside or at the edge of a batch.
+        let msgs: Vec<RawMessage> = (0..9)
+            .map(|i| {
+                let (id, avro) = &parsed[i % 3];
+                let mut given = vec![
+                    ("request_id", Value::String(format!("r{i}"))),
+                    ("account_id", Value::String("acct".into())),
+                    ("event_time", Value::TimestampMillis(1_000 + i as i64)),
+                    ("prompt_tokens", Value::Int(i as i32)),
+                ];
+                if *id != 1100 {
+                    given.push((
+                        "prompt_language",
+                        Value::Union(1, Box::new(Value::String("en".into()))),
+                    ));
+                }
+                if *id == 1101 {
+                    given.push((
+                        "client_region",
+                        Value::Union(1, Box::new(Value::String("eu".into()))),
+                    ));
+                }
+                let v = crate::schemas::record_with_defaults(avro, given);
+                let body = apache_avro::to_avro_datum(avro, v).unwrap();
+                msg(i as i64, "acct", frame(*id, &body))
+            })
+            .collect();
+        let mut d = RecordDecoder::new(schema, 2, i64::MAX / 2).unwrap();
+        let out = d.decode(&msgs).unwrap();
+        assert!(out.rejects.is_empty(), "{:?}", out.rejects);
+        let b = out.batch;
+        assert_eq!(b.num_rows(), 9);
+        // The same columns as a decoder of the current schema alone.
+        let plain = RecordDecoder::new(&SchemaSet::builtin().request, 2, 0).unwrap();
+        assert_eq!(b.schema(), plain.output_schema());
+        let tokens = b
+            .column_by_name("prompt_tokens")
+            .unwrap()
+            .as_primitive::<Int32Type>();
+        assert_eq!(tokens.values().to_vec(), (0..9).collect::<Vec<i32>>());
+        let lang = arrow::compute::cast(
+            b.column_by_name("prompt_language").unwrap(),
+            &DataType::Utf8,
+        )
+        .unwrap();
+        let lang = lang.as_string::<i32>();
+        for i in 0..9 {
+            // The older version has no language: the current default (null).
+            let expected = (i % 3 != 2).then_some("en");
+            assert_eq!(lang.is_valid(i).then(|| lang.value(i)), expected, "row {i}");
+        }
+        // An id that is listed nowhere is still refused.
+        let unknown = msg(9, "acct", frame(1199, &[0]));
+        let out = d.decode(&[unknown]).unwrap();
+        assert_eq!(out.rejects[0].kind, RejectKind::UnknownSchemaId);
+    }
+
+    #[test]
+    fn a_version_that_cannot_be_read_as_the_current_one_is_refused() {
+        let retyped = request_version(|fields| {
+            for f in fields.iter_mut() {
+                if f["name"] == "prompt_tokens" {
+                    f["type"] = serde_json::json!("string");
+                    f["default"] = serde_json::json!("0");
+                }
+            }
+        });
+        let err = SchemaSet::with_versions(&schemas_dir(&[(1102, &retyped)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ApiRequest version 1102 (ApiRequest.1102.avsc) cannot be read as the current ApiRequest"),
+            "{err}"
+        );
+        // A field the current schema requires, missing from an old writer.
+        let required = request_version(|fields| fields.retain(|f| f["name"] != "request_id"));
+        let err = SchemaSet::with_versions(&schemas_dir(&[(1103, &required)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("version 1103"), "{err}");
+        // And an id taken by the current contract.
+        let err = SchemaSet::with_versions(&schemas_dir(&[(1002, &retyped)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("id used twice"), "{err}");
     }
 
     fn msg(offset: i64, key: &str, payload: Vec<u8>) -> RawMessage {
