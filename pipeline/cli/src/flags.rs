@@ -65,6 +65,12 @@ pub enum Command {
     /// broker, against the decoder alone (the decode floor). Release build
     /// recommended: `cargo run --release -p distill-watch -- bench`.
     Bench(BenchArgs),
+    /// Live terminal view of risk.scores.v1 and risk.clusters.v1: the
+    /// riskiest accounts and clusters now, with their reasons, updating as
+    /// records arrive. Keys: s sort, Tab switch table, Up/Down/PgUp/PgDn
+    /// select, Enter an account's history (Esc back), q quit. Without a
+    /// terminal, prints one snapshot of both topics read to their end.
+    Top(TopArgs),
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +187,22 @@ pub struct BenchArgs {
     /// rate lasts, for the window close → ack latency (0: skip it).
     #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
     pub latency_seconds: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Start at the end of the topics (only records published from now on)
+    /// instead of the beginning. The snapshot always reads them whole.
+    #[arg(long)]
+    pub from_end: bool,
+    /// Rows shown per table (default: as many as fit the screen; the
+    /// snapshot shows 20 accounts and 10 clusters).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Print one plain-text snapshot (both topics read to their current
+    /// end) and exit, even on a terminal.
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Debug, Args)]

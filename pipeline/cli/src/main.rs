@@ -8,6 +8,7 @@ mod demo;
 mod eval;
 mod flags;
 mod session;
+mod top;
 
 use std::process::ExitCode;
 
@@ -103,6 +104,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Jobs(args) => jobs(&load()?, &args.action).await,
         Command::Config(args) => config(&cli, args),
         Command::Bench(args) => bench::run(load()?, args).await,
+        Command::Top(args) => top::run(load()?, args).await,
     }
 }
 
