@@ -2,6 +2,7 @@
 # Local Kafka-protocol broker (nisshi, formerly Tansu) for the demo and manual runs.
 #
 #   deploy/local/broker.sh install         cargo install nisshi into the cache (~7 min, once)
+#   deploy/local/broker.sh install-sqlite  the build with sqlite:// storage the security tests use
 #   deploy/local/broker.sh start [PORT]    start it in the background (default port 19092)
 #   deploy/local/broker.sh stop [PORT]     stop it
 #   deploy/local/broker.sh status [PORT]   is it running? (exit 0 yes, 3 no)
@@ -37,7 +38,7 @@ die() {
 }
 
 usage() {
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 check_port() {
@@ -64,12 +65,16 @@ port_open() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+# cmd_install [ROOT FEATURES]: the default build, or another into ROOT.
 cmd_install() {
-    if [[ -x "$NISSHI" ]]; then
-        echo "nisshi is installed: $NISSHI ($("$NISSHI" --version))"
+    local root="${1:-$INSTALL_ROOT}" features="${2:-$NISSHI_FEATURES}" binary
+    binary="${1:+$1/bin/nisshi}"
+    binary="${binary:-$NISSHI}"
+    if [[ -x "$binary" ]]; then
+        echo "nisshi is installed: $binary ($("$binary" --version))"
         return 0
     fi
-    [[ -z "${DISTILL_WATCH_NISSHI:-}" ]] || die "DISTILL_WATCH_NISSHI=$DISTILL_WATCH_NISSHI is not an executable"
+    [[ -n "${1:-}" || -z "${DISTILL_WATCH_NISSHI:-}" ]] || die "DISTILL_WATCH_NISSHI=$DISTILL_WATCH_NISSHI is not an executable"
     command -v "$CARGO" >/dev/null || die "cargo not found (install Rust from https://rustup.rs)"
     mkdir -p "$CACHE_DIR"
     # Same lock file as local_broker.rs (flock(2) on both sides), so a test run
@@ -79,14 +84,14 @@ cmd_install() {
         echo "another process is installing nisshi; waiting for $CACHE_DIR/nisshi.lock" >&2
         flock 9
     fi
-    if [[ ! -x "$NISSHI" ]]; then
-        echo "installing nisshi $NISSHI_VERSION into $INSTALL_ROOT (one time, takes ~7 min on 2 cores)" >&2
+    if [[ ! -x "$binary" ]]; then
+        echo "installing nisshi $NISSHI_VERSION into $root (one time, takes ~7 min on 2 cores)" >&2
         (cd "$CACHE_DIR" && CARGO_PROFILE_RELEASE_OPT_LEVEL="$NISSHI_OPT_LEVEL" "$CARGO" install nisshi --version "$NISSHI_VERSION" \
-            --features "$NISSHI_FEATURES" --locked --root "$INSTALL_ROOT")
+            --features "$features" --locked --root "$root")
     fi
     exec 9>&-
-    [[ -x "$NISSHI" ]] || die "cargo install finished but $NISSHI does not exist"
-    echo "nisshi is installed: $NISSHI"
+    [[ -x "$binary" ]] || die "cargo install finished but $binary does not exist"
+    echo "nisshi is installed: $binary"
 }
 
 cmd_start() {
@@ -189,6 +194,10 @@ main() {
     shift || true
     case "$cmd" in
     install) (($# == 0)) || die "usage: $0 install"; cmd_install ;;
+    install-sqlite)
+        (($# == 0)) || die "usage: $0 install-sqlite"
+        # Same root and features as local_broker::ensure_installed_sqlite.
+        cmd_install "$CACHE_DIR/nisshi-$NISSHI_VERSION-sqlite" "dynostore,libsql" ;;
     start) (($# <= 1)) || die "usage: $0 start [PORT]"; cmd_start "$@" ;;
     stop) (($# <= 1)) || die "usage: $0 stop [PORT]"; cmd_stop "$@" ;;
     status) (($# <= 1)) || die "usage: $0 status [PORT]"; cmd_status "$@" ;;

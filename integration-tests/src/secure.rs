@@ -4,9 +4,10 @@
 //! Two of nisshi 0.7.0-pre.2's limits shape it (pinned by
 //! `tests/broker_behaviour.rs`):
 //! - users are stored only by the `sqlite://` storage engine (`memory://`
-//!   keeps none), and `nisshi user create` cannot authenticate itself, so
-//!   the users are created first through a broker started on the same file
-//!   without `--authentication`;
+//!   keeps none), which needs nisshi's `libsql` feature (a second install,
+//!   [`local_broker::ensure_installed_sqlite`]), and `nisshi user create`
+//!   cannot authenticate itself, so the users are created first through a
+//!   broker started on the same file without `--authentication`;
 //! - it refuses `--cert` together with `--key`, so it cannot serve TLS;
 //!   TLS is terminated by a small proxy here (OpenSSL, the same library
 //!   librdkafka uses), and the broker advertises the proxy's address. The
@@ -62,7 +63,7 @@ pub fn secure_broker() -> &'static SecureBroker {
 }
 
 fn start() -> Result<SecureBroker, String> {
-    let binary = local_broker::ensure_installed().map_err(|e| e.to_string())?;
+    let binary = local_broker::ensure_installed_sqlite().map_err(|e| e.to_string())?;
     let dir = std::env::temp_dir().join(crate::unique_name("secure-broker"));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     make_certs(&dir)?;

@@ -45,6 +45,12 @@ pub const NISSHI_VERSION: &str = "0.7.0-pre.2";
 /// would add a C build of SQLite and 16 crates to every fresh install.
 pub const NISSHI_FEATURES: &str = "dynostore";
 
+/// Features of the second install the security tests need: SCRAM users are
+/// kept only by the `sqlite://` storage engine. Installed apart
+/// (`<cache>/nisshi-<version>-sqlite`), on first use, so that the demo's
+/// first run does not wait for SQLite's build.
+pub const NISSHI_FEATURES_SQLITE: &str = "dynostore,libsql";
+
 /// Optimisation level nisshi is compiled with (`cargo install` builds the
 /// release profile, opt-level 3, otherwise). Measured on 2 cores from a
 /// clean cargo cache: 7 min 15 s at level 1, against ~13 min at 3 on a
@@ -172,6 +178,11 @@ pub fn install_root() -> PathBuf {
     cache_dir().join(format!("nisshi-{NISSHI_VERSION}"))
 }
 
+/// Where the install with `sqlite://` storage goes.
+pub fn install_root_sqlite() -> PathBuf {
+    cache_dir().join(format!("nisshi-{NISSHI_VERSION}-sqlite"))
+}
+
 /// Path of the nisshi binary inside [`install_root`] (may not exist yet).
 pub fn installed_binary() -> PathBuf {
     install_root().join("bin").join("nisshi")
@@ -184,6 +195,17 @@ pub fn installed_binary() -> PathBuf {
 /// install is guarded by an exclusive lock on `<cache>/nisshi.lock`, so parallel
 /// test binaries and a demo started at the same time install only once.
 pub fn ensure_installed() -> Result<PathBuf, BrokerError> {
+    ensure_installed_at(&install_root(), NISSHI_FEATURES)
+}
+
+/// [`ensure_installed`] for the build with `sqlite://` storage
+/// ([`NISSHI_FEATURES_SQLITE`]). `$DISTILL_WATCH_NISSHI`, if set, must name
+/// such a build.
+pub fn ensure_installed_sqlite() -> Result<PathBuf, BrokerError> {
+    ensure_installed_at(&install_root_sqlite(), NISSHI_FEATURES_SQLITE)
+}
+
+fn ensure_installed_at(root: &Path, features: &str) -> Result<PathBuf, BrokerError> {
     if let Some(path) = std::env::var_os(NISSHI_BINARY_ENV).filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         return if path.is_file() {
@@ -194,7 +216,7 @@ pub fn ensure_installed() -> Result<PathBuf, BrokerError> {
         };
     }
 
-    let binary = installed_binary();
+    let binary = root.join("bin").join("nisshi");
     if binary.is_file() {
         return Ok(binary);
     }
@@ -224,14 +246,13 @@ pub fn ensure_installed() -> Result<PathBuf, BrokerError> {
     if binary.is_file() {
         return Ok(binary);
     }
-    install(&cache, &binary)?;
+    install(&cache, root, features, &binary)?;
     // `lock` is released when it is dropped here.
     drop(lock);
     Ok(binary)
 }
 
-fn install(cache: &Path, binary: &Path) -> Result<(), BrokerError> {
-    let root = install_root();
+fn install(cache: &Path, root: &Path, features: &str, binary: &Path) -> Result<(), BrokerError> {
     let cargo = std::env::var_os("CARGO")
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| OsString::from("cargo"));
@@ -241,10 +262,10 @@ fn install(cache: &Path, binary: &Path) -> Result<(), BrokerError> {
         "--version".into(),
         NISSHI_VERSION.into(),
         "--features".into(),
-        NISSHI_FEATURES.into(),
+        features.into(),
         "--locked".into(),
         "--root".into(),
-        root.clone().into_os_string(),
+        root.as_os_str().to_owned(),
     ];
     const OPT_LEVEL_ENV: &str = "CARGO_PROFILE_RELEASE_OPT_LEVEL";
     let command_line = std::iter::once(&cargo)
