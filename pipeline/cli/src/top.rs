@@ -19,6 +19,7 @@ use rdkafka::Message;
 
 use distill_watch::config::Config;
 use distill_watch::schemas::{unframe, ContractSchema, SchemaSet};
+use distill_watch::score::{Level, Reason};
 
 use crate::flags::TopArgs;
 
@@ -28,43 +29,6 @@ pub const HISTORY: usize = 200;
 const REASONS: usize = 3;
 
 // ---------------------------------------------------------------- records
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Level {
-    Low,
-    Elevated,
-    High,
-    Critical,
-}
-
-impl Level {
-    pub const ALL: [Level; 4] = [Level::Low, Level::Elevated, Level::High, Level::Critical];
-
-    fn parse(s: &str) -> Level {
-        match s {
-            "critical" => Level::Critical,
-            "high" => Level::High,
-            "elevated" => Level::Elevated,
-            _ => Level::Low,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Level::Low => "low",
-            Level::Elevated => "elevated",
-            Level::High => "high",
-            Level::Critical => "critical",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reason {
-    pub feature: String,
-    pub value: f64,
-    pub contribution: f64,
-}
 
 /// One decoded score (account, or member score when `cluster_id` is set)
 /// or cluster risk, reduced to what the views show.
@@ -317,7 +281,7 @@ fn record(v: Value, cluster: bool) -> Result<Rec, String> {
     let window_start = long("window_start").ok_or("no window_start")?;
     let window_end = long("window_end").ok_or("no window_end")?;
     let score = double(get("score")).ok_or("no score")?;
-    let level = Level::parse(&string("level").unwrap_or_default());
+    let level = Level::parse(&string("level").unwrap_or_default()).unwrap_or(Level::Low);
     let mut reasons = Vec::new();
     if let Some(Value::Array(items)) = get("reasons") {
         for item in items {
@@ -507,20 +471,10 @@ fn snapshot_model(cfg: &Config) -> Result<Model> {
 /// `YYYY-MM-DD HH:MM` (UTC) of epoch milliseconds.
 pub fn fmt_time(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        "{} {:02}:{:02}",
+        distill_watch::cluster::keys::civil_date(secs.div_euclid(86_400)),
         sod / 3600,
         (sod % 3600) / 60
     )
@@ -552,9 +506,9 @@ fn fmt_value(x: f64) -> String {
 }
 
 fn fmt_levels(n: [usize; 4]) -> String {
-    Level::ALL
+    [Level::Low, Level::Elevated, Level::High, Level::Critical]
         .iter()
-        .map(|l| format!("{} {}", n[*l as usize], l.name()))
+        .map(|l| format!("{} {}", n[*l as usize], l.as_str()))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -612,7 +566,7 @@ pub fn snapshot(model: &Model, cfg: &Config, accounts: usize, clusters: usize) -
             i + 1,
             id,
             w.score,
-            w.level.name(),
+            w.level.as_str(),
             e.flagged(),
             fmt_time(w.window_end),
             fmt_reasons(&w.reasons)
@@ -637,7 +591,7 @@ pub fn snapshot(model: &Model, cfg: &Config, accounts: usize, clusters: usize) -
             i + 1,
             id,
             w.score,
-            w.level.name(),
+            w.level.as_str(),
             w.member_count,
             fmt_reasons(&w.reasons)
         );
@@ -936,7 +890,7 @@ mod ui {
                     format!("{}", i + 1),
                     id.to_string(),
                     format!("{:.3}", w.score),
-                    w.level.name().to_string(),
+                    w.level.as_str().to_string(),
                     e.flagged().to_string(),
                     fmt_time(w.window_end),
                     fmt_reasons(&w.reasons),
@@ -991,7 +945,7 @@ mod ui {
                     format!("{}", i + 1),
                     id.to_string(),
                     format!("{:.3}", w.score),
-                    w.level.name().to_string(),
+                    w.level.as_str().to_string(),
                     w.member_count.to_string(),
                     fmt_reasons(&w.reasons),
                 ])
@@ -1047,7 +1001,7 @@ mod ui {
                             fmt_time(*start),
                             fmt_time(w.window_end),
                             format!("{:.3}", w.score),
-                            w.level.name().to_string(),
+                            w.level.as_str().to_string(),
                             w.revision.to_string(),
                             w.events.to_string(),
                             fmt_reasons(&w.reasons),
