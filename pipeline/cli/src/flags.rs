@@ -65,6 +65,12 @@ pub enum Command {
     /// broker, against the decoder alone (the decode floor). Release build
     /// recommended: `cargo run --release -p distill-watch -- bench`.
     Bench(BenchArgs),
+    /// Score a range of history by event time, as the live workers scored
+    /// it, into a topic or a file: the records are byte-identical to the
+    /// live ones for the same windows. Reads the event topics from before
+    /// --from (the roll-ups' history), writes nothing to the live topics and
+    /// commits no offsets. A progress bar on a terminal.
+    Replay(ReplayArgs),
     /// Live terminal view of risk.scores.v1 and risk.clusters.v1: the
     /// riskiest accounts and clusters now, with their reasons, updating as
     /// records arrive. Keys: s sort, Tab switch table, Up/Down/PgUp/PgDn
@@ -187,6 +193,48 @@ pub struct BenchArgs {
     /// rate lasts, for the window close → ack latency (0: skip it).
     #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
     pub latency_seconds: f64,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("output").required(true).args(["topic", "out"])))]
+pub struct ReplayArgs {
+    /// Start of the range, in event time: windows starting at or after it
+    /// are written. RFC 3339 (`2026-12-01T10:00:00Z`, or with an offset), a
+    /// date and time without a zone (UTC), a date (midnight UTC) or epoch
+    /// milliseconds.
+    #[arg(long, value_name = "TIME")]
+    pub from: String,
+    /// End of the range: windows ending at or before it are written.
+    /// Default: the end of the topics when the replay gets there.
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// Write the scores to this topic, keyed and partitioned like the live
+    /// scores topic (created with its partition count when missing; a live
+    /// topic is refused).
+    #[arg(long, value_name = "TOPIC")]
+    pub topic: Option<String>,
+    /// Write the scores to this file: JSON lines (`.jsonl`; `-` for
+    /// standard output) or Parquet (`.parquet`). Ordered by window end,
+    /// window start, key and revision: the same bytes on every replay.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Format of --out when its extension does not say.
+    #[arg(long, value_enum, requires = "out")]
+    pub format: Option<ReplayFormat>,
+    /// Event time to read before --from, for the roll-ups (default: the
+    /// jobs' longest chain of windows plus the streaming margins, which
+    /// reproduces the live scores exactly; `jobs validate` prints it).
+    /// Shorter is faster, and roll-up features near --from may then differ.
+    #[arg(long, value_name = "DURATION")]
+    pub warmup: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplayFormat {
+    /// One JSON object a line: the fields of the RiskScore record.
+    Jsonl,
+    /// Apache Parquet, one row a score.
+    Parquet,
 }
 
 #[derive(Debug, Args)]

@@ -7,9 +7,12 @@ mod bench;
 mod demo;
 mod eval;
 mod flags;
+mod parquet_out;
+mod replay;
 mod session;
 mod top;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -25,7 +28,11 @@ fn main() -> ExitCode {
     // Commands with progress bars keep the log to warnings unless asked:
     // the bars say what is happening.
     let default_log = match cli.command {
-        Command::Demo(_) | Command::Eval(_) | Command::Gen(_) | Command::Bench(_) => "warn",
+        Command::Demo(_)
+        | Command::Eval(_)
+        | Command::Gen(_)
+        | Command::Bench(_)
+        | Command::Replay(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -34,6 +41,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(|| Scrubbed)
+        // The writer hides the terminal from the formatter: colours only
+        // where stderr is one, never escape codes in a piped log.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -105,6 +115,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Config(args) => config(&cli, args),
         Command::Bench(args) => bench::run(load()?, args).await,
         Command::Top(args) => top::run(load()?, args).await,
+        Command::Replay(args) => replay::run(load()?, args).await,
     }
 }
 
@@ -193,6 +204,12 @@ async fn jobs(cfg: &Config, action: &JobsAction) -> Result<()> {
                 distill_watch::config::format_duration_ms(d.jobs.window_ms),
                 d.model_version,
                 d.model.rules.len()
+            );
+            let warmup = distill_watch::replay::Plan::new(cfg, &d.jobs, 0, None, None)?.warmup_ms;
+            println!(
+                "replay reads {} of event time before --from: the longest chain of windows ({}) plus the streaming margins",
+                distill_watch::replay::format_span(warmup),
+                distill_watch::replay::format_span(d.jobs.history_ms())
             );
             if cfg.clusters.enabled {
                 let m = distill_watch::cluster::ClusterModel::load(&cfg.clusters.model)?;

@@ -515,6 +515,33 @@ impl JobSet {
         self.horizon_ms(name) + self.settle_ms(name) + self.max_lateness_ms()
     }
 
+    /// How much event-time history before its window's end one output of
+    /// `name` depends on: its window's horizon and, for a roll-up, its
+    /// input's history. (Lateness and settling look forward: late rows
+    /// and settled inputs come after the window's end.) What a replay must
+    /// read before the first window it emits to reproduce the live outputs.
+    pub fn history_of(&self, name: &str) -> i64 {
+        match self.get(name) {
+            Some(j) => {
+                j.window.horizon_ms()
+                    + match &j.input {
+                        JobInput::Job(up) => self.history_of(up),
+                        JobInput::Events => 0,
+                    }
+            }
+            None => 0,
+        }
+    }
+
+    /// The longest [`history_of`](Self::history_of) over all jobs.
+    pub fn history_ms(&self) -> i64 {
+        self.jobs
+            .iter()
+            .map(|j| self.history_of(&j.name))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The longest lateness of the jobs over raw events: how long a base
     /// window's rows are kept after it was emitted, for revisions.
     pub fn max_lateness_ms(&self) -> i64 {
@@ -916,6 +943,12 @@ mod tests {
         assert_eq!(set.horizon_ms("volume"), 86_400_000 + 1_800_000);
         assert_eq!(set.horizon_ms("hourly"), 86_400_000);
         assert_eq!(set.horizon_ms("daily"), 0);
+        // daily (1 d) over hourly (1 h) over volume (10 min): a day's window
+        // of hours of 10-minute windows reaches back 1 d + 1 h + 10 min.
+        assert_eq!(set.history_of("volume"), 600_000);
+        assert_eq!(set.history_of("daily"), 86_400_000 + 3_600_000 + 600_000);
+        assert_eq!(set.history_of("sessions"), 86_400_000 + 1_800_000 + 600_000);
+        assert_eq!(set.history_ms(), 86_400_000 + 3_600_000 + 600_000);
     }
 
     #[test]

@@ -799,7 +799,7 @@ impl AccountReader {
     }
 }
 
-fn owned<M: Message>(m: &M) -> RawMessage {
+pub(crate) fn owned<M: Message>(m: &M) -> RawMessage {
     RawMessage {
         partition: m.partition(),
         offset: m.offset(),

@@ -387,6 +387,15 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
         &mut self.source
     }
 
+    /// The event-time watermark of `side` of partition pair `partition`
+    /// (`None` before the pair is owned; `i64::MIN` before its first row).
+    pub fn watermark(&self, side: Side, partition: i32) -> Option<i64> {
+        self.state
+            .pairs
+            .get(&partition)
+            .map(|p| p.windows.watermark(side))
+    }
+
     /// Poll once and act on what came: windows, scores, commits.
     pub async fn step(&mut self, progress: &Progress) -> Result<Step, WorkerError> {
         let cfg = self.cfg;
