@@ -71,6 +71,12 @@ pub enum Command {
     /// --from (the roll-ups' history), writes nothing to the live topics and
     /// commits no offsets. A progress bar on a terminal.
     Replay(ReplayArgs),
+    /// Try a candidate scoring model (and jobs) on a range of history before
+    /// rolling it out: replays the range with the live jobs and model and
+    /// with the candidate, publishes nothing, and prints what would change:
+    /// accounts whose level moves, new and lost flags, per attack style or
+    /// population with --truth.
+    Shadow(ShadowArgs),
     /// Live terminal view of risk.scores.v1 and risk.clusters.v1: the
     /// riskiest accounts and clusters now, with their reasons, updating as
     /// records arrive. Keys: s sort, Tab switch table, Up/Down/PgUp/PgDn
@@ -227,6 +233,39 @@ pub struct ReplayArgs {
     /// Shorter is faster, and roll-up features near --from may then differ.
     #[arg(long, value_name = "DURATION")]
     pub warmup: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("candidate").required(true).multiple(true).args(["scoring", "jobs"])))]
+pub struct ShadowArgs {
+    /// The candidate scoring model (default: the candidate jobs
+    /// directory's scoring.toml).
+    #[arg(long, value_name = "FILE")]
+    pub scoring: Option<PathBuf>,
+    /// The candidate jobs directory (default: the live one).
+    #[arg(long, value_name = "DIR")]
+    pub jobs: Option<PathBuf>,
+    /// Start of the range, in event time (as for `replay`).
+    #[arg(long, value_name = "TIME")]
+    pub from: String,
+    /// End of the range (default: the end of the topics).
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// Ground truth CSV (as `gen` writes it): counts per attack style and
+    /// benign population.
+    #[arg(long, value_name = "FILE")]
+    pub truth: Option<PathBuf>,
+    /// An account is flagged when its highest level in the range reaches
+    /// this: low, elevated, high or critical.
+    #[arg(long, default_value = "high", value_name = "LEVEL")]
+    pub flag_level: String,
+    /// Changed accounts listed, largest move first.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub top: usize,
+    /// Also write the whole comparison (every changed account, the new and
+    /// lost flags, the groups) as JSON to this file (`-`: standard output).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -10,6 +10,7 @@ mod flags;
 mod parquet_out;
 mod replay;
 mod session;
+mod shadow;
 mod top;
 
 use std::io::IsTerminal;
@@ -32,7 +33,8 @@ fn main() -> ExitCode {
         | Command::Eval(_)
         | Command::Gen(_)
         | Command::Bench(_)
-        | Command::Replay(_) => "warn",
+        | Command::Replay(_)
+        | Command::Shadow(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -116,6 +118,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench::run(load()?, args).await,
         Command::Top(args) => top::run(load()?, args).await,
         Command::Replay(args) => replay::run(load()?, args).await,
+        Command::Shadow(args) => shadow::run(load()?, args).await,
     }
 }
 

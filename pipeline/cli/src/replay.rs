@@ -20,13 +20,7 @@ use distill_watch::replay::{
 use crate::flags::{ReplayArgs, ReplayFormat};
 
 pub async fn run(cfg: Config, args: &ReplayArgs) -> Result<()> {
-    let from = parse_time(&args.from).context("--from")?;
-    let to = args
-        .to
-        .as_deref()
-        .map(parse_time)
-        .transpose()
-        .context("--to")?;
+    let (from, to) = parse_range(&args.from, args.to.as_deref())?;
     let warmup = args
         .warmup
         .as_deref()
@@ -70,10 +64,25 @@ pub async fn run(cfg: Config, args: &ReplayArgs) -> Result<()> {
         format_ms(plan.seek_ms),
         format_span(plan.warmup_ms),
     );
+    let summary = run_shown(&cfg, &detector, plan, output, "").await?;
+    eprintln!("{}", describe(&summary));
+    Ok(())
+}
+
+/// [`replay`] with progress on standard error (a bar on a terminal, a line
+/// every 30 s otherwise), each message prefixed with `label`; stops early
+/// on SIGINT or SIGTERM.
+pub async fn run_shown(
+    cfg: &Config,
+    detector: &distill_watch::process::Detector,
+    plan: Plan,
+    output: Box<dyn Output>,
+    label: &str,
+) -> Result<ReplaySummary> {
     let progress = ReplayProgress::default();
-    let shown = Shown::new(std::io::stderr().is_terminal());
+    let shown = Shown::new(std::io::stderr().is_terminal(), label);
     let shutdown = crate::stop_signal()?;
-    let work = replay(&cfg, &detector, plan, output, &progress, shutdown);
+    let work = replay(cfg, detector, plan, output, &progress, shutdown);
     tokio::pin!(work);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let summary = loop {
@@ -83,8 +92,7 @@ pub async fn run(cfg: Config, args: &ReplayArgs) -> Result<()> {
         }
     };
     shown.finish();
-    eprintln!("{}", describe(&summary));
-    Ok(())
+    Ok(summary)
 }
 
 /// The warm-up [`Plan::new`] picks without `--warmup`.
@@ -95,13 +103,14 @@ fn default_warmup(cfg: &Config, detector: &distill_watch::process::Detector) -> 
 /// Progress: a bar on a terminal; a plain line every 30 s otherwise (logs
 /// of a batch job), never a bar's control characters.
 struct Shown {
+    label: String,
     bar: Option<ProgressBar>,
     started: Instant,
     last_line: std::sync::Mutex<Instant>,
 }
 
 impl Shown {
-    fn new(terminal: bool) -> Self {
+    fn new(terminal: bool, label: &str) -> Self {
         let bar = terminal.then(|| {
             let b = ProgressBar::new(0);
             b.set_style(
@@ -114,6 +123,7 @@ impl Shown {
             b
         });
         Shown {
+            label: label.to_string(),
             bar,
             started: Instant::now(),
             last_line: std::sync::Mutex::new(Instant::now()),
@@ -132,7 +142,8 @@ impl Shown {
             "replaying"
         };
         let msg = format!(
-            "{phase}, at {}, {} scores written",
+            "{}{phase}, at {}, {} scores written",
+            self.label,
             format_ms(at),
             p.written.load(Ordering::Relaxed)
         );
@@ -217,6 +228,13 @@ fn format_of(path: &Path, given: Option<ReplayFormat>) -> Result<ReplayFormat> {
             path.display()
         ),
     }
+}
+
+/// `--from` and `--to`, parsed.
+pub fn parse_range(from: &str, to: Option<&str>) -> Result<(i64, Option<i64>)> {
+    let from = parse_time(from).context("--from")?;
+    let to = to.map(parse_time).transpose().context("--to")?;
+    Ok((from, to))
 }
 
 /// An instant in event time, as epoch milliseconds: RFC 3339

@@ -53,17 +53,22 @@ fn in_range(topic: &str, from: i64, to: i64) -> Vec<Scored> {
 
 /// `distill-watch --config CONFIG replay ARGS` with `envs`, output piped.
 fn replay(config: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
+    command(config, "replay", args, envs)
+}
+
+/// `distill-watch --config CONFIG NAME ARGS`, which must succeed.
+fn command(config: &Path, name: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_distill-watch"))
         .arg("--config")
         .arg(config)
-        .arg("replay")
+        .arg(name)
         .args(args)
         .envs(envs.iter().copied())
         .output()
-        .expect("running distill-watch replay");
+        .expect("running distill-watch");
     assert!(
         out.status.success(),
-        "replay {args:?} failed:\n{}",
+        "{name} {args:?} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     out
@@ -101,22 +106,29 @@ fn live_run(names: &Names, envs: &[(&str, &str)]) -> PathBuf {
     config
 }
 
-fn windows_of(records: &[Scored]) -> (i64, i64) {
+/// The `ci` scenario with `seed` on fresh topics, scored by a live run
+/// with `envs`: the names, the run's config, the first window start and
+/// last window end it scored, and the traffic.
+fn scored_live(
+    prefix: &str,
+    seed: u64,
+    envs: &[(&str, &str)],
+) -> (Names, PathBuf, (i64, i64), distill_watch_traffic::Traffic) {
+    let traffic = distill_watch_traffic::generate(&Scenario::builtin("ci").unwrap(), seed, 0.3);
+    let names = Names::new(prefix);
+    names.create_inputs();
+    names.create_outputs();
+    write(&traffic, &names);
+    let config = live_run(&names, envs);
+    let records = in_range(&names.scores, i64::MIN, i64::MAX);
     let first = records.iter().map(|s| s.order.1).min().unwrap();
     let last = records.iter().map(|s| s.order.0).max().unwrap();
-    (first, last)
+    (names, config, (first, last), traffic)
 }
 
 #[test]
 fn a_replayed_range_is_byte_identical_to_the_live_records_in_a_topic_json_lines_and_parquet() {
-    let traffic = distill_watch_traffic::generate(&Scenario::builtin("ci").unwrap(), 5, 0.3);
-    let names = Names::new("replay");
-    names.create_inputs();
-    names.create_outputs();
-    write(&traffic, &names);
-    let config = live_run(&names, &[]);
-    let everything = in_range(&names.scores, i64::MIN, i64::MAX);
-    let (first, last) = windows_of(&everything);
+    let (names, config, (first, last), _) = scored_live("replay", 5, &[]);
     // An hour and a half in the middle, between window boundaries: the
     // windows inside it, revisions included.
     let from = first + 3_600_000 + 60_000;
@@ -309,14 +321,7 @@ fn a_replay_from_the_middle_seeks_by_reading_where_the_broker_answers_wrongly_an
         ("DISTILL_WATCH_JOBS_SCORING", scoring.as_str()),
         ("DISTILL_WATCH_CLUSTERS_ENABLED", "false"),
     ];
-    let traffic = distill_watch_traffic::generate(&Scenario::builtin("ci").unwrap(), 6, 0.3);
-    let names = Names::new("replay-mid");
-    names.create_inputs();
-    names.create_outputs();
-    write(&traffic, &names);
-    let config = live_run(&names, &envs);
-    let everything = in_range(&names.scores, i64::MIN, i64::MAX);
-    let (first, last) = windows_of(&everything);
+    let (names, config, (first, last), traffic) = scored_live("replay-mid", 6, &envs);
     let from = first + 90 * 60_000;
     let to = last - 20 * 60_000;
     let live = in_range(&names.scores, from, to);
@@ -364,4 +369,141 @@ fn a_replay_from_the_middle_seeks_by_reading_where_the_broker_answers_wrongly_an
         "the replay from the middle differs from live"
     );
     eprintln!("replay from the middle took {:?}", started.elapsed());
+}
+
+/// Records per topic, for "nothing was written here".
+fn counts(topics: &[&str]) -> Vec<usize> {
+    topics.iter().map(|t| read_records(t).len()).collect()
+}
+
+#[test]
+fn a_shadow_model_raising_one_weight_changes_exactly_the_accounts_it_should_and_publishes_nothing()
+{
+    let (names, config, (first, last), traffic) = scored_live("shadow", 7, &[]);
+    let (from, to) = (first + 30 * 60_000, last - 30 * 60_000);
+
+    // The candidate: young accounts weigh 0.25 instead of 0.05.
+    let text = std::fs::read_to_string(repo().join("jobs/scoring.toml")).unwrap();
+    let mut model: toml::Table = toml::from_str(&text).unwrap();
+    let mut raised = 0;
+    for rule in model["rule"].as_array_mut().unwrap() {
+        if rule["feature"].as_str() == Some("account_age_days") {
+            rule.as_table_mut()
+                .unwrap()
+                .insert("weight".into(), toml::Value::Float(0.25));
+            raised += 1;
+        }
+    }
+    assert_eq!(raised, 1);
+    model.insert("model_version".into(), "candidate-young-accounts".into());
+    let dir = std::env::temp_dir().join(unique_name("shadow"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let candidate = dir.join("candidate.toml");
+    std::fs::write(&candidate, toml::to_string(&model).unwrap()).unwrap();
+
+    // Which accounts it should change: the live run's final records in the
+    // range, rescored from the features they carry with the candidate.
+    let cand_model = distill_watch::score::ScoringModel::load(&candidate).unwrap();
+    let mut finals: std::collections::BTreeMap<(String, i64), serde_json::Value> =
+        Default::default();
+    for s in in_range(&names.scores, from, to) {
+        let (_, j) = scored(s.key, s.value);
+        let k = (
+            j["account_id"].as_str().unwrap().to_string(),
+            j["window_start"].as_i64().unwrap(),
+        );
+        finals.insert(k, j); // in revision order: the last one stays
+    }
+    let num = |v: &serde_json::Value| v.as_f64();
+    let mut expected = std::collections::BTreeSet::new();
+    let mut accounts = std::collections::BTreeSet::new();
+    for ((account, _), j) in &finals {
+        accounts.insert(account.clone());
+        let features: Vec<(String, Option<f64>)> = j["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["name"].as_str().unwrap().to_string(), num(&f["value"])))
+            .collect();
+        let (score, level, reasons) = cand_model.score_values(&features);
+        let live_reasons: Vec<(String, f64, f64)> = j["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["feature"].as_str().unwrap().to_string(),
+                    num(&r["value"]).unwrap(),
+                    num(&r["contribution"]).unwrap(),
+                )
+            })
+            .collect();
+        let reasons: Vec<(String, f64, f64)> = reasons
+            .into_iter()
+            .map(|r| (r.feature, r.value, r.contribution))
+            .collect();
+        if score != j["score"].as_f64().unwrap()
+            || level.as_str() != j["level"].as_str().unwrap()
+            || reasons != live_reasons
+        {
+            expected.insert(account.clone());
+        }
+    }
+    assert!(
+        !expected.is_empty() && expected.len() < accounts.len(),
+        "the raised weight matters for some accounts, not all: {} of {}",
+        expected.len(),
+        accounts.len()
+    );
+
+    let outputs = [
+        names.scores.as_str(),
+        names.clusters.as_str(),
+        names.dlq.as_str(),
+        names.features.as_str(),
+        names.checkpoints.as_str(),
+    ];
+    let before = counts(&outputs);
+    let truth = dir.join("truth.csv");
+    distill_watch_traffic::truth::write_csv(&traffic.truth, &truth).unwrap();
+    let json = dir.join("diff.json");
+    let out = command(
+        &config,
+        "shadow",
+        &[
+            "--scoring",
+            &candidate.display().to_string(),
+            "--from",
+            &from.to_string(),
+            "--to",
+            &to.to_string(),
+            "--truth",
+            &truth.display().to_string(),
+            "--json",
+            &json.display().to_string(),
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let diff: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let changed: std::collections::BTreeSet<String> = diff["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["account_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(changed, expected, "{stdout}");
+    assert_eq!(diff["accounts"].as_u64().unwrap() as usize, accounts.len());
+    // A higher weight only raises scores: no flag is lost.
+    assert_eq!(diff["lost_flags"].as_array().unwrap().len(), 0, "{stdout}");
+    for c in diff["changed"].as_array().unwrap() {
+        assert!(
+            c["candidate_score"].as_f64() >= c["live_score"].as_f64(),
+            "{c}"
+        );
+    }
+    assert!(stdout.contains("style / population"), "{stdout}");
+    assert_eq!(counts(&outputs), before, "shadow published to a live topic");
+    eprintln!("{stdout}");
 }

@@ -138,6 +138,17 @@ impl Plan {
         })
     }
 
+    /// The same range, read as far as either plan reads: for running two
+    /// detectors (a shadow) over the same input.
+    pub fn covering(&self, other: &Plan) -> Plan {
+        Plan {
+            warmup_ms: self.warmup_ms.max(other.warmup_ms),
+            seek_ms: self.seek_ms.min(other.seek_ms),
+            stop_ms: self.stop_ms.max(other.stop_ms),
+            ..*self
+        }
+    }
+
     /// Whether a score belongs in the output: an account score (member
     /// scores come from the cluster stage, which replay does not run) of a
     /// window inside the range.
