@@ -94,6 +94,10 @@ pub struct WindowConfig {
 pub struct JobsConfig {
     pub dir: PathBuf,
     pub scoring: PathBuf,
+    /// How often a running worker looks for changed jobs or model (see
+    /// `reload`); 0 turns reloading off.
+    #[serde(deserialize_with = "de_duration")]
+    pub reload_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -22,6 +22,7 @@ pub mod partition;
 pub mod plan;
 pub mod process;
 pub mod redact;
+pub mod reload;
 pub mod replay;
 pub mod rollup;
 pub mod schemas;

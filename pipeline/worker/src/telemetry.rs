@@ -58,6 +58,7 @@ pub const REBALANCES: &str = "distill_watch_rebalances_total";
 pub const COMMITS: &str = "distill_watch_commits_total";
 pub const ASSIGNED_PARTITIONS: &str = "distill_watch_assigned_partitions";
 pub const READY: &str = "distill_watch_ready";
+pub const RELOADS: &str = "distill_watch_reloads_total";
 
 /// Close → ack buckets (seconds): the target is a p99 under a second.
 const CLOSE_TO_ACK_BUCKETS: [f64; 12] = [
@@ -272,6 +273,10 @@ fn describe() {
         "From the step whose input closed a window to the acknowledgement of its scores"
     );
     describe_counter!(TRANSACTION_ABORTS, "Kafka transactions aborted");
+    describe_counter!(
+        RELOADS,
+        "Changed jobs or scoring models seen, by outcome (applied, refused)"
+    );
     describe_counter!(REBALANCES, "Partition assignments and revocations received");
     describe_counter!(
         COMMITS,
@@ -337,6 +342,10 @@ pub fn close_to_ack(d: Duration) {
 
 pub fn transaction_aborted() {
     counter!(TRANSACTION_ABORTS).increment(1);
+}
+
+pub fn reload(outcome: &'static str) {
+    counter!(RELOADS, "outcome" => outcome).increment(1);
 }
 
 pub fn rebalance(stage: &'static str) {

@@ -249,7 +249,8 @@ pub async fn run_accounts(
     }
     let sink = KafkaSink::new(cfg, Checkpoints::new(cfg, cp_partitions));
     let accounts = AccountsSource::start(cfg, Duration::from_secs(120)).await?;
-    let mut worker = WorkerLoop::new(cfg, &detector, source, sink, accounts)?;
+    let mut worker = WorkerLoop::new(cfg, &detector, source, sink, accounts)?
+        .with_reloads(crate::reload::Reloads::watch(cfg, &detector));
     tokio::pin!(shutdown);
     loop {
         // Checked between steps only: a step is never cut in the middle
@@ -299,6 +300,34 @@ pub struct WorkerLoop<'a, S: Source, K: Sink, A: Accounts> {
     /// the group's was last probed.
     own_done_at: Option<Instant>,
     last_probe: Option<Instant>,
+    /// Changed jobs or model, validated (see `reload`).
+    reloads: Option<crate::reload::Reloads>,
+    /// The detector after the switches every pair has passed.
+    current: Option<Arc<Detector>>,
+    /// Pending switches: windows ending after the boundary are scored with
+    /// the detector, until every pair has passed it.
+    switches: Vec<(i64, Arc<Detector>)>,
+}
+
+/// Which detector scores a boundary: the current one, or a newer one for
+/// boundaries after its switch.
+pub(crate) struct Models<'d> {
+    current: &'d Detector,
+    switches: &'d [(i64, Arc<Detector>)],
+}
+
+impl Models<'_> {
+    fn at(&self, end: i64) -> &Detector {
+        self.switches
+            .iter()
+            .rev()
+            .find(|(t, _)| end > *t)
+            .map_or(self.current, |(_, d)| d)
+    }
+
+    fn newest(&self) -> &Detector {
+        self.switches.last().map_or(self.current, |(_, d)| d)
+    }
 }
 
 impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
@@ -347,6 +376,9 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
             clock,
             own_done_at: None,
             last_probe: None,
+            reloads: None,
+            current: None,
+            switches: Vec::new(),
         })
     }
 
@@ -356,6 +388,12 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.last_report = clock();
         self.clock = clock;
+        self
+    }
+
+    /// Switch to changed jobs or model as `reloads` validates them.
+    pub fn with_reloads(mut self, reloads: Option<crate::reload::Reloads>) -> Self {
+        self.reloads = reloads;
         self
     }
 
@@ -463,9 +501,42 @@ impl<'a, S: Source, K: Sink, A: Accounts> WorkerLoop<'a, S, K, A> {
                 }
             }
         }
+        if let Some(d) = self.reloads.as_mut().and_then(|r| r.try_next()) {
+            // The boundary the pair furthest ahead stands at: every window
+            // ending after it is still to be scored, by any pair.
+            let at = state
+                .pairs
+                .values()
+                .map(|p| p.windows.emitted_until())
+                .max()
+                .unwrap_or(i64::MIN);
+            tracing::info!(
+                model = %d.model_version,
+                boundary = at,
+                "switching jobs and model: windows ending after the boundary are scored with them"
+            );
+            telemetry::reload("applied");
+            self.switches.push((at, d));
+        }
+        let models = Models {
+            current: self.current.as_deref().unwrap_or(self.detector),
+            switches: &self.switches,
+        };
         state
-            .close_windows(self.detector, &self.accounts, flush, &self.clock)
+            .close_windows(&models, &self.accounts, flush, &self.clock)
             .await?;
+        // Switches every pair has passed become the current detector.
+        let slowest = state
+            .pairs
+            .values()
+            .map(|p| p.windows.emitted_until())
+            .min();
+        while let (Some((t, _)), Some(slowest)) = (self.switches.first(), slowest) {
+            if slowest < *t {
+                break;
+            }
+            self.current = Some(self.switches.remove(0).1);
+        }
         state
             .commit_due(
                 &self.sink,
@@ -955,7 +1026,7 @@ impl<P> State<P> {
     /// either way, and it is counted in partition order.
     async fn close_windows<A: Accounts>(
         &mut self,
-        detector: &Detector,
+        models: &Models<'_>,
         accounts: &A,
         flush: bool,
         clock: &Clock,
@@ -981,7 +1052,7 @@ impl<P> State<P> {
                             let (handle, table) = (handle.clone(), &table);
                             s.spawn(move || {
                                 handle.block_on(score_pair(
-                                    pair, detector, table, flush, clock, started,
+                                    pair, models, table, flush, clock, started,
                                 ))
                             })
                         })
@@ -1001,7 +1072,7 @@ impl<P> State<P> {
         } else {
             let mut v = Vec::new();
             for pair in self.pairs.values_mut() {
-                v.push(score_pair(pair, detector, &table, flush, clock, started).await);
+                v.push(score_pair(pair, models, &table, flush, clock, started).await);
             }
             v
         };
@@ -1123,13 +1194,14 @@ fn publish<P, S: Source>(state: &State<P>, source: &S) {
 /// to the pending cycle.
 async fn score_pair<P>(
     pair: &mut Pair<P>,
-    detector: &Detector,
+    models: &Models<'_>,
     table: &Arc<AccountTable>,
     flush: bool,
     clock: &Clock,
     started: Instant,
 ) -> Result<Vec<WindowResult>, WorkerError> {
-    let base = detector.jobs.window_ms;
+    // The base window never changes on a reload (see `reload`).
+    let base = models.current.jobs.window_ms;
     let mut out = Vec::new();
     while out.len() < MAX_WINDOWS_PER_STEP && clock().duration_since(started) < MAX_SCORING_PER_STEP
     {
@@ -1144,7 +1216,11 @@ async fn score_pair<P>(
         let limit = if flush {
             windows
                 .flush_until()
-                .max(pair.boundary.rollups.last_needed_boundary(&detector.jobs))
+                .max(
+                    pair.boundary
+                        .rollups
+                        .last_needed_boundary(&models.newest().jobs),
+                )
                 .max(windows.last_revision_boundary())
         } else {
             windows.closable_until()
@@ -1175,7 +1251,8 @@ async fn score_pair<P>(
         if window.is_some() {
             pair.pending_ends.push(end);
         }
-        let mut result = detector
+        let mut result = models
+            .at(end)
             .score_boundary(window, end, windows, &mut pair.boundary, table)
             .await?;
         windows.advance_emitted(end);
