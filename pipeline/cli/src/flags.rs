@@ -245,12 +245,22 @@ pub struct ShadowArgs {
     /// The candidate jobs directory (default: the live one).
     #[arg(long, value_name = "DIR")]
     pub jobs: Option<PathBuf>,
-    /// Start of the range, in event time (as for `replay`).
+    /// Start of the range, in event time (as for `replay`; also `now`,
+    /// `now-1h`).
     #[arg(long, value_name = "TIME")]
     pub from: String,
     /// End of the range (default: the end of the topics).
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", conflicts_with = "follow")]
     pub to: Option<String>,
+    /// Live traffic: both models keep scoring records as they arrive, side
+    /// by side, until Ctrl-C (or --for); then the windows both have scored
+    /// are compared. `--from now` starts at the present (the roll-ups'
+    /// history is read first).
+    #[arg(long)]
+    pub follow: bool,
+    /// With --follow: stop after this long (e.g. `30m`).
+    #[arg(long = "for", value_name = "DURATION", requires = "follow")]
+    pub for_: Option<String>,
     /// Ground truth CSV (as `gen` writes it): counts per attack style and
     /// benign population.
     #[arg(long, value_name = "FILE")]

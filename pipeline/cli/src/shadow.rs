@@ -5,7 +5,10 @@
 //! is given.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
+
+use distill_watch::process::Detector;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -81,48 +84,96 @@ pub async fn run(cfg: Config, args: &ShadowArgs) -> Result<()> {
             live_detector.model_version
         );
     }
-    let plan = Plan::new(&cfg, &live_detector.jobs, from, to, None)?.covering(&Plan::new(
+    let mut plan = Plan::new(&cfg, &live_detector.jobs, from, to, None)?.covering(&Plan::new(
         &candidate,
         &cand_detector.jobs,
         from,
         to,
         None,
     )?);
+    if args.follow {
+        plan = plan.following()?;
+    }
+    let stop_after = args
+        .for_
+        .as_deref()
+        .map(distill_watch::config::parse_duration)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--for: {e}"))?;
     eprintln!(
         "shadow: {} (live) against {} (candidate), windows from {} to {}; nothing is published",
         live_detector.model_version,
         cand_detector.model_version,
         format_ms(plan.from),
-        plan.to
-            .map_or_else(|| "the end of the topics".to_string(), format_ms),
+        match plan.to {
+            Some(t) => format_ms(t),
+            None if plan.follow => "Ctrl-C (following live traffic)".to_string(),
+            None => "the end of the topics".to_string(),
+        }
     );
+    // One stop for both runs: a signal, or --for.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let signal = crate::stop_signal()?;
+    tokio::spawn(async move {
+        let timer = async {
+            match stop_after {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = signal => {}
+            _ = timer => tracing::info!("--for elapsed"),
+        }
+        let _ = stop_tx.send(true);
+    });
+    let stop = || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        }
+    };
     let (live_out, cand_out) = (Collect::default(), Collect::default());
-    let live_summary = run_shown(
-        &cfg,
-        &live_detector,
-        plan,
-        Box::new(live_out.clone()),
-        "live: ",
-    )
-    .await?;
-    let cand_summary = run_shown(
-        &candidate,
-        &cand_detector,
-        plan,
-        Box::new(cand_out.clone()),
-        "candidate: ",
-    )
-    .await?;
+    let bar = std::io::stderr().is_terminal() && !plan.follow;
+    let (live_detector, cand_detector) = (Arc::new(live_detector), Arc::new(cand_detector));
+    // Owned, so that each run can be a task of its own.
+    let run = |cfg: &Config, d: &Arc<Detector>, out: &Collect, label: &'static str| {
+        let (cfg, d, out, stop) = (cfg.clone(), d.clone(), out.clone(), stop());
+        async move { run_shown(&cfg, &d, plan, Box::new(out), label, bar, stop).await }
+    };
+    let live_run = run(&cfg, &live_detector, &live_out, "live: ");
+    let cand_run = run(&candidate, &cand_detector, &cand_out, "candidate: ");
+    // Live traffic: side by side (each on a task, so each gets a core), so
+    // both see it as it comes; a range: one after the other, each with the
+    // machine to itself.
+    let (live_summary, cand_summary) = if plan.follow {
+        let (a, b) = (tokio::spawn(live_run), tokio::spawn(cand_run));
+        (a.await??, b.await??)
+    } else {
+        let a = live_run.await?;
+        (a, cand_run.await?)
+    };
+    let (mut live, mut cand) = (live_out.take(), cand_out.take());
+    let mut to = plan.to;
+    if plan.follow {
+        // Each run wrote the windows no pair of its could still revise;
+        // compare up to where both got.
+        let reached = |v: &[RiskScore]| v.iter().map(|s| s.window_end).max();
+        let cut = reached(&live).min(reached(&cand)).unwrap_or(i64::MIN);
+        live.retain(|s| s.window_end <= cut);
+        cand.retain(|s| s.window_end <= cut);
+        to = (cut != i64::MIN).then_some(cut);
+    }
     let diff = Diff::new(
-        &live_out.take(),
-        &cand_out.take(),
+        &live,
+        &cand,
         flag,
         truth.as_deref(),
         Models {
             live: live_detector.model_version.clone(),
             candidate: cand_detector.model_version.clone(),
             from: format_ms(plan.from),
-            to: plan.to.map(format_ms),
+            to: to.map(format_ms),
             flag_level: flag.as_str().to_string(),
         },
     );

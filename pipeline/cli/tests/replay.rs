@@ -383,23 +383,8 @@ fn a_shadow_model_raising_one_weight_changes_exactly_the_accounts_it_should_and_
     let (from, to) = (first + 30 * 60_000, last - 30 * 60_000);
 
     // The candidate: young accounts weigh 0.25 instead of 0.05.
-    let text = std::fs::read_to_string(repo().join("jobs/scoring.toml")).unwrap();
-    let mut model: toml::Table = toml::from_str(&text).unwrap();
-    let mut raised = 0;
-    for rule in model["rule"].as_array_mut().unwrap() {
-        if rule["feature"].as_str() == Some("account_age_days") {
-            rule.as_table_mut()
-                .unwrap()
-                .insert("weight".into(), toml::Value::Float(0.25));
-            raised += 1;
-        }
-    }
-    assert_eq!(raised, 1);
-    model.insert("model_version".into(), "candidate-young-accounts".into());
     let dir = std::env::temp_dir().join(unique_name("shadow"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let candidate = dir.join("candidate.toml");
-    std::fs::write(&candidate, toml::to_string(&model).unwrap()).unwrap();
+    let candidate = young_accounts_model(&dir);
 
     // Which accounts it should change: the live run's final records in the
     // range, rescored from the features they carry with the candidate.
@@ -506,4 +491,112 @@ fn a_shadow_model_raising_one_weight_changes_exactly_the_accounts_it_should_and_
     assert!(stdout.contains("style / population"), "{stdout}");
     assert_eq!(counts(&outputs), before, "shadow published to a live topic");
     eprintln!("{stdout}");
+}
+
+/// A candidate model file: `jobs/scoring.toml` with young accounts
+/// weighing 0.25 instead of 0.05, under its own model version.
+fn young_accounts_model(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("jobs/scoring.toml")).unwrap();
+    let text = text
+        .replacen("weight = 0.05\nlow = 30.0", "weight = 0.25\nlow = 30.0", 1)
+        .replacen(
+            "model_version = \"heuristic-",
+            "model_version = \"candidate-young-accounts-",
+            1,
+        );
+    assert!(text.contains("weight = 0.25\nlow = 30.0"));
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("candidate.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_shadow_following_live_traffic_compares_what_both_scored_as_a_shadow_of_that_range_does() {
+    let traffic = distill_watch_traffic::generate(&Scenario::builtin("ci").unwrap(), 9, 0.3);
+    let names = Names::new("shadow-follow");
+    names.create_inputs();
+    names.create_outputs();
+    let first = traffic.requests.first().unwrap().deliver_ms;
+    let last = traffic.requests.last().unwrap().deliver_ms;
+    let half = first + (last - first) / 2;
+    let mut early = traffic.clone();
+    early.requests.retain(|r| r.deliver_ms < half);
+    early.responses.retain(|r| r.deliver_ms < half);
+    let mut late = traffic.clone();
+    late.accounts.clear();
+    late.requests.retain(|r| r.deliver_ms >= half);
+    late.responses.retain(|r| r.deliver_ms >= half);
+    write(&early, &names);
+
+    let dir = std::env::temp_dir().join(unique_name("shadow-follow"));
+    let candidate = young_accounts_model(&dir);
+    let config = names.config_file("shadow", &[]);
+    let from = (first + 30 * 60_000).to_string();
+    let followed = dir.join("followed.json");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_distill-watch"));
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["--log", "info", "shadow", "--scoring"])
+        .arg(&candidate)
+        .args(["--from", &from, "--follow", "--for", "45s", "--json"])
+        .arg(&followed)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("follow.log")).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    // The second half arrives while both models are running.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(dir.join("follow.log"))
+        .unwrap_or_default()
+        .contains("replay starts here")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the shadow never started reading"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    write(&late, &names);
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(dir.join("follow.log")).unwrap();
+    assert!(status.success(), "{log}");
+    let followed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&followed).unwrap()).unwrap();
+    let cut = followed["models"]["to"].as_str().unwrap().to_string();
+    let cut_ms = distill_watch::replay::parse_time(&cut).unwrap();
+    assert!(
+        cut_ms > half,
+        "followed past the first half: compared up to {cut}\n{log}"
+    );
+
+    // The same windows as a range, one model after the other.
+    let ranged = dir.join("ranged.json");
+    command(
+        &config,
+        "shadow",
+        &[
+            "--scoring",
+            &candidate.display().to_string(),
+            "--from",
+            &from,
+            "--to",
+            &cut,
+            "--json",
+            &ranged.display().to_string(),
+        ],
+        &[],
+    );
+    let ranged: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ranged).unwrap()).unwrap();
+    for field in [
+        "accounts",
+        "windows",
+        "changed",
+        "level_changes",
+        "new_flags",
+        "lost_flags",
+    ] {
+        assert_eq!(followed[field], ranged[field], "{field}");
+    }
+    assert!(!ranged["changed"].as_array().unwrap().is_empty());
 }

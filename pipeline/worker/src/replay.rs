@@ -99,6 +99,9 @@ pub struct Plan {
     pub seek_ms: i64,
     /// A side of a partition stops once its watermark reaches this.
     pub stop_ms: Option<i64>,
+    /// Without `to`: keep reading as records arrive (live traffic) until
+    /// stopped, instead of stopping at the end of the topics.
+    pub follow: bool,
 }
 
 impl Plan {
@@ -135,6 +138,20 @@ impl Plan {
             warmup_ms,
             seek_ms: from.saturating_sub(warmup_ms),
             stop_ms: to.map(|t| t + jobs.max_lateness_ms() + 2 * (delay + jobs.window_ms) + ooo),
+            follow: false,
+        })
+    }
+
+    /// Follow the topics past their end (live traffic); only without `to`.
+    pub fn following(self) -> Result<Plan, ReplayError> {
+        if self.to.is_some() {
+            return Err(ReplayError::Invalid(
+                "following live traffic has no end: drop --to".into(),
+            ));
+        }
+        Ok(Plan {
+            follow: true,
+            ..self
         })
     }
 
@@ -196,6 +213,118 @@ pub fn format_span(ms: i64) -> String {
     } else {
         parts.join(" ")
     }
+}
+
+/// An instant in event time, as epoch milliseconds: `now` or `now-2h`
+/// (wall clock), RFC 3339
+/// (`2026-12-01T10:00:00Z`, `2026-12-01T11:00:00+01:00`, fractions of a
+/// second allowed), a date and time without a zone (UTC; `T` or a space
+/// between), a date (midnight UTC), or epoch milliseconds.
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    let t = text.trim();
+    if let Some(rest) = t.strip_prefix("now") {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let rest = rest.trim();
+        if rest.is_empty() {
+            return Ok(now);
+        }
+        let ago = rest
+            .strip_prefix('-')
+            .map(|d| crate::config::parse_duration(d.trim()))
+            .ok_or_else(|| format!("{text:?} is not a time: `now` or `now-2h`"))?
+            .map_err(|e| format!("{text:?}: {e}"))?;
+        return Ok(now - ago.as_millis() as i64);
+    }
+    let bad = || {
+        format!(
+            "{text:?} is not a time: use RFC 3339 (2026-12-01T10:00:00Z), a date (2026-12-01) or epoch milliseconds"
+        )
+    };
+    if !t.is_empty()
+        && t.trim_start_matches('-')
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+    {
+        return t.parse().map_err(|_| bad());
+    }
+    let num = |s: &str, len: usize| -> Result<i64, String> {
+        if s.len() != len || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        s.parse().map_err(|_| bad())
+    };
+    let (date, rest) = t.split_at(t.len().min(10));
+    let mut parts = date.split('-');
+    let (y, m, d) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(y), Some(m), Some(d)) => (num(y, 4)?, num(m, 2)?, num(d, 2)?),
+        _ => return Err(bad()),
+    };
+    if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
+        return Err(bad());
+    }
+    let mut ms = days_from_civil(y, m, d) * 86_400_000;
+    if rest.is_empty() {
+        return Ok(ms);
+    }
+    let rest = rest
+        .strip_prefix('T')
+        .or_else(|| rest.strip_prefix('t'))
+        .or_else(|| rest.strip_prefix(' '))
+        .ok_or_else(bad)?;
+    // The zone: Z, or ±HH:MM at the end; none means UTC.
+    let (clock, offset_ms) = if let Some(c) = rest.strip_suffix(['Z', 'z']) {
+        (c, 0)
+    } else if rest.len() > 6 && matches!(rest.as_bytes()[rest.len() - 6], b'+' | b'-') {
+        let (c, z) = rest.split_at(rest.len() - 6);
+        let sign = if z.starts_with('-') { -1 } else { 1 };
+        let (zh, zm) = z[1..].split_once(':').ok_or_else(bad)?;
+        (c, sign * (num(zh, 2)? * 3_600_000 + num(zm, 2)? * 60_000))
+    } else {
+        (rest, 0)
+    };
+    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut f = hms.split(':');
+    let h = num(f.next().ok_or_else(bad)?, 2)?;
+    let min = num(f.next().ok_or_else(bad)?, 2)?;
+    let s = f.next().map(|s| num(s, 2)).transpose()?.unwrap_or(0);
+    if f.next().is_some() || h > 23 || min > 59 || s > 60 {
+        return Err(bad());
+    }
+    let milli = if frac.is_empty() {
+        0
+    } else {
+        if !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        format!("{:0<3}", &frac[..frac.len().min(3)])
+            .parse::<i64>()
+            .map_err(|_| bad())?
+    };
+    ms += h * 3_600_000 + min * 60_000 + s * 1000 + milli;
+    Ok(ms - offset_ms)
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+/// days_from_civil; the inverse of `cluster::keys::civil_date`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 // ---------------------------------------------------------------------------
@@ -427,11 +556,18 @@ pub struct ReplaySource {
     finished: BTreeSet<TopicPartition>,
     paused: BTreeSet<TopicPartition>,
     assigned: bool,
+    /// Never finished by reaching the end: live traffic.
+    follow: bool,
 }
 
 impl ReplaySource {
-    /// Reading starts at `start` (per side and partition).
-    pub fn new(cfg: &Config, start: BTreeMap<TopicPartition, i64>) -> Result<Self, ReplayError> {
+    /// Reading starts at `start` (per side and partition); with `follow`,
+    /// the end of a partition is only where it is for now.
+    pub fn new(
+        cfg: &Config,
+        start: BTreeMap<TopicPartition, i64>,
+        follow: bool,
+    ) -> Result<Self, ReplayError> {
         let mut cc = cfg.consumer_config();
         cc.set("group.id", format!("{}-replay", cfg.kafka.group_id))
             .set("enable.auto.commit", "false")
@@ -460,6 +596,7 @@ impl ReplaySource {
             finished: BTreeSet::new(),
             paused: BTreeSet::new(),
             assigned: false,
+            follow,
         })
     }
 
@@ -535,6 +672,7 @@ impl ReplaySource {
                     self.pos.insert(tp, m.offset() + 1);
                     polled.messages.push((side, owned(&m)));
                 }
+                Some(Err(KafkaError::PartitionEOF(_))) if self.follow => {}
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     // The event names no topic: a side whose position has
                     // reached its fetched end is at it.
@@ -1075,7 +1213,7 @@ pub async fn replay(
     }
     progress.total.store(total, Ordering::Relaxed);
     progress.event_time.store(plan.seek_ms, Ordering::Relaxed);
-    let source = ReplaySource::new(&cfg, start)?;
+    let source = ReplaySource::new(&cfg, start, plan.follow)?;
     let reach_ms = detector.jobs.max_lateness_ms()
         + 2 * (detector.jobs.window_ms + detector.max_response_delay_ms);
     let shared = Arc::new(tokio::sync::Mutex::new(Collector {
@@ -1207,6 +1345,47 @@ mod tests {
             !plan.contains(&score(from, Some("c"))),
             "member scores are the cluster stage's"
         );
+    }
+
+    #[test]
+    fn times_parse_in_every_documented_form_and_round_trip_through_format_ms() {
+        let at = 1_764_583_200_000; // 2025-12-01T10:00:00Z
+        for text in [
+            "2025-12-01T10:00:00Z",
+            "2025-12-01T10:00Z",
+            "2025-12-01 10:00:00",
+            "2025-12-01T11:00:00+01:00",
+            "2025-12-01T05:30:00-04:30",
+            "1764583200000",
+        ] {
+            assert_eq!(parse_time(text).unwrap(), at, "{text}");
+        }
+        assert_eq!(parse_time("2025-12-01T10:00:00.25Z").unwrap(), at + 250);
+        assert_eq!(parse_time("2025-12-01").unwrap(), at - 10 * 3_600_000);
+        assert_eq!(parse_time("1970-01-01").unwrap(), 0);
+        assert_eq!(parse_time("2024-02-29").unwrap(), 1_709_164_800_000);
+        let now = parse_time("now").unwrap();
+        let before = parse_time("now-2h").unwrap();
+        assert!((now - before - 7_200_000).abs() < 60_000, "{now} {before}");
+        assert!(parse_time("now+2h").is_err());
+        for ms in [0, at, at + 250, 951_782_400_000, -86_400_000] {
+            assert_eq!(parse_time(&format_ms(ms)).unwrap(), ms);
+        }
+        for bad in [
+            "",
+            "yesterday",
+            "2025-13-01",
+            "2025-02-30",
+            "2023-02-29",
+            "2025-12-01T25:00Z",
+            "2025-12-01T10",
+            "2025-12-01X10:00",
+            "2025-12-1",
+            "12/01/2025",
+        ] {
+            let e = parse_time(bad).unwrap_err();
+            assert!(e.contains("is not a time"), "{bad}: {e}");
+        }
     }
 
     #[test]
