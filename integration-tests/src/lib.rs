@@ -30,9 +30,16 @@ use rdkafka::ClientContext;
 /// Environment variable naming an external broker to test against.
 pub const TEST_BROKER_ENV: &str = "DISTILL_WATCH_TEST_BROKER";
 
+/// Set (to anything but empty or `0`), the tests run against the secure
+/// broker ([`secure::secure_broker`]: TLS and SASL/SCRAM, `sqlite://`
+/// storage) instead of the plain one, every client with its settings.
+pub const TEST_SECURE_ENV: &str = "DISTILL_WATCH_TEST_SECURE";
+
 struct Broker {
     bootstrap: String,
     nisshi: bool,
+    /// librdkafka settings every client needs (TLS and SASL).
+    security: Vec<(String, String)>,
 }
 
 /// Whether the broker at `bootstrap` is nisshi (or Tansu, its former name),
@@ -53,6 +60,14 @@ fn is_nisshi(bootstrap: &str) -> Result<bool, String> {
 fn shared_broker() -> &'static Broker {
     static BROKER: OnceLock<Result<Broker, String>> = OnceLock::new();
     let result = BROKER.get_or_init(|| {
+        if std::env::var(TEST_SECURE_ENV).is_ok_and(|v| !v.is_empty() && v != "0") {
+            let b = secure::secure_broker();
+            return Ok(Broker {
+                bootstrap: b.bootstrap.clone(),
+                nisshi: true,
+                security: b.client_settings(secure::PASSWORD, &b.ca),
+            });
+        }
         if let Some(b) = std::env::var(TEST_BROKER_ENV)
             .ok()
             .filter(|b| !b.is_empty())
@@ -61,6 +76,7 @@ fn shared_broker() -> &'static Broker {
             return Ok(Broker {
                 bootstrap: b,
                 nisshi,
+                security: Vec::new(),
             });
         }
         let binary =
@@ -82,6 +98,7 @@ fn shared_broker() -> &'static Broker {
         Ok(Broker {
             bootstrap: broker.bootstrap.clone(),
             nisshi: true,
+            security: Vec::new(),
         })
     });
     match result {
@@ -130,7 +147,17 @@ pub fn unique_name(prefix: &str) -> String {
 pub fn client_config() -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", broker());
+    for (k, v) in security_settings() {
+        config.set(k, v);
+    }
     config
+}
+
+/// The librdkafka settings the test broker needs from every client: TLS
+/// and SASL with [`TEST_SECURE_ENV`], none otherwise. Worker configs put
+/// them in `[librdkafka]`.
+pub fn security_settings() -> &'static [(String, String)] {
+    &shared_broker().security
 }
 
 /// Consumer config for a group member that joins quickly on nisshi

@@ -49,6 +49,8 @@ fn schema_id(name: &str) -> u32 {
 fn test_config(prefix: &str) -> Config {
     let mut cfg = Config::defaults();
     cfg.kafka.bootstrap_servers = broker().to_string();
+    cfg.librdkafka
+        .extend(integration_tests::security_settings().iter().cloned());
     cfg.kafka.group_id = unique_name(&format!("{prefix}-group"));
     let t = &mut cfg.topics;
     t.requests = unique_name(&format!("{prefix}-requests"));

@@ -233,6 +233,10 @@ pub struct ReplayArgs {
     /// Shorter is faster, and roll-up features near --from may then differ.
     #[arg(long, value_name = "DURATION")]
     pub warmup: Option<String>,
+    /// Read at most this many event messages a second (both topics), to
+    /// spare a busy cluster.
+    #[arg(long, value_name = "MESSAGES")]
+    pub max_rate: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -28,7 +28,10 @@ pub async fn run(cfg: Config, args: &ReplayArgs) -> Result<()> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("--warmup: {e}"))?;
     let detector = distill_watch::worker::load_detector(&cfg).await?;
-    let plan = Plan::new(&cfg, &detector.jobs, from, to, warmup)?;
+    let plan = Plan {
+        max_rate: args.max_rate,
+        ..Plan::new(&cfg, &detector.jobs, from, to, warmup)?
+    };
     if warmup.is_some_and(|w| (w.as_millis() as i64) < default_warmup(&cfg, &detector)) {
         eprintln!(
             "warning: --warmup {} is shorter than the jobs' history ({}): roll-up features of windows near --from may differ from the live scores",

@@ -337,6 +337,8 @@ fn a_replay_from_the_middle_seeks_by_reading_where_the_broker_answers_wrongly_an
             &to.to_string(),
             "--out",
             "-",
+            "--max-rate",
+            "4000",
         ],
         &envs,
     );
@@ -352,6 +354,18 @@ fn a_replay_from_the_middle_seeks_by_reading_where_the_broker_answers_wrongly_an
         read > 0 && read < traffic.requests.len() as u64 * 3 / 4,
         "started mid-stream: read {read} of {} requests\n{stderr}",
         traffic.requests.len()
+    );
+    // Throttled: the messages read took at least as long as the rate
+    // allows.
+    let number_after = |text: &str, marker: &str| -> f64 {
+        let at = text.find(marker).unwrap_or_else(|| panic!("{marker} in {text}"));
+        text[at + marker.len()..].split(' ').next().unwrap().parse().unwrap()
+    };
+    let responses = number_after(&stderr, " requests and ");
+    let took = number_after(&stderr, "replay done in ");
+    assert!(
+        took >= (read as f64 + responses) / 4000.0,
+        "{read} requests and {responses} responses in {took} s at --max-rate 4000"
     );
     if integration_tests::broker_is_nisshi() {
         // Its offsets-for-times answers 0 on memory storage (pinned in

@@ -102,6 +102,9 @@ pub struct Plan {
     /// Without `to`: keep reading as records arrive (live traffic) until
     /// stopped, instead of stopping at the end of the topics.
     pub follow: bool,
+    /// At most this many event messages a second (both topics), to spare
+    /// a busy cluster; `None`: as fast as it goes.
+    pub max_rate: Option<u64>,
 }
 
 impl Plan {
@@ -139,6 +142,7 @@ impl Plan {
             seek_ms: from.saturating_sub(warmup_ms),
             stop_ms: to.map(|t| t + jobs.max_lateness_ms() + 2 * (delay + jobs.window_ms) + ooo),
             follow: false,
+            max_rate: None,
         })
     }
 
@@ -397,10 +401,20 @@ impl Reader {
         let high = |c: &BaseConsumer<EofQuietContext>| {
             cached_watermarks(c.client(), topic, partition).map(|(_, h)| h)
         };
+        let at_least = match offset {
+            Offset::Offset(o) => o,
+            _ => i64::MIN,
+        };
         while Instant::now() < deadline {
             match self.consumer.poll(Duration::from_millis(100)) {
                 None => {}
-                Some(Ok(m)) if m.partition() == partition && m.topic() == topic => {
+                // librdkafka drops what was fetched for an earlier
+                // assignment; the offset check is a second guard.
+                Some(Ok(m))
+                    if m.partition() == partition
+                        && m.topic() == topic
+                        && m.offset() >= at_least =>
+                {
                     let at = At {
                         offset: m.offset(),
                         timestamp: m.timestamp().to_millis(),
@@ -558,6 +572,8 @@ pub struct ReplaySource {
     assigned: bool,
     /// Never finished by reaching the end: live traffic.
     follow: bool,
+    /// Messages a second at most, and since when.
+    rate: Option<(u64, Instant)>,
 }
 
 impl ReplaySource {
@@ -567,6 +583,7 @@ impl ReplaySource {
         cfg: &Config,
         start: BTreeMap<TopicPartition, i64>,
         follow: bool,
+        max_rate: Option<u64>,
     ) -> Result<Self, ReplayError> {
         let mut cc = cfg.consumer_config();
         cc.set("group.id", format!("{}-replay", cfg.kafka.group_id))
@@ -597,6 +614,7 @@ impl ReplaySource {
             paused: BTreeSet::new(),
             assigned: false,
             follow,
+            rate: max_rate.filter(|r| *r > 0).map(|r| (r, Instant::now())),
         })
     }
 
@@ -697,6 +715,13 @@ impl ReplaySource {
             if Instant::now() >= deadline {
                 break;
             }
+        }
+        if let Some((rate, since)) = self.rate {
+            // Hold back until the messages handed out fit the rate: the
+            // fetches wait, so the cluster is read no faster either.
+            let due = Duration::from_secs_f64(self.read() as f64 / rate as f64);
+            let ahead = due.saturating_sub(since.elapsed());
+            std::thread::sleep(ahead.min(Duration::from_secs(1)));
         }
         polled.eofs = self
             .finished
@@ -1213,7 +1238,7 @@ pub async fn replay(
     }
     progress.total.store(total, Ordering::Relaxed);
     progress.event_time.store(plan.seek_ms, Ordering::Relaxed);
-    let source = ReplaySource::new(&cfg, start, plan.follow)?;
+    let source = ReplaySource::new(&cfg, start, plan.follow, plan.max_rate)?;
     let reach_ms = detector.jobs.max_lateness_ms()
         + 2 * (detector.jobs.window_ms + detector.max_response_delay_ms);
     let shared = Arc::new(tokio::sync::Mutex::new(Collector {

@@ -144,6 +144,18 @@ model = "{clusters_model}"
                 .map(|(k, v)| format!("{k:?} = {v:?}\n"))
                 .collect::<String>(),
         );
+        // With a secure test broker, every client needs its TLS and SASL
+        // settings (a test that brings its own `[librdkafka]` knows them).
+        let security = integration_tests::security_settings();
+        let toml = if security.is_empty() || sections.contains("[librdkafka]") {
+            toml
+        } else {
+            let lines: String = security
+                .iter()
+                .map(|(k, v)| format!("{k:?} = {v:?}\n"))
+                .collect();
+            format!("{toml}[librdkafka]\n{lines}")
+        };
         let path = std::env::temp_dir().join(format!("{}-{name}.toml", self.group));
         std::fs::write(&path, toml).unwrap();
         path
