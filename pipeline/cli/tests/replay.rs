@@ -345,11 +345,18 @@ fn a_replay_from_the_middle_seeks_by_reading_where_the_broker_answers_wrongly_an
     let stderr = String::from_utf8_lossy(&out.stderr);
     // The history before --from is what the jobs need (a 10-minute window
     // and the streaming margins): well after the traffic's start.
-    let consumed = |text: &str| -> u64 {
-        let at = text.find("; read ").unwrap_or_else(|| panic!("{text}"));
-        text[at + 7..].split(' ').next().unwrap().parse().unwrap()
+    let number_after = |text: &str, marker: &str| -> f64 {
+        let at = text
+            .find(marker)
+            .unwrap_or_else(|| panic!("{marker} in {text}"));
+        text[at + marker.len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     };
-    let read = consumed(&stderr);
+    let read = number_after(&stderr, "; read ") as u64;
     assert!(
         read > 0 && read < traffic.requests.len() as u64 * 3 / 4,
         "started mid-stream: read {read} of {} requests\n{stderr}",
@@ -357,10 +364,6 @@ fn a_replay_from_the_middle_seeks_by_reading_where_the_broker_answers_wrongly_an
     );
     // Throttled: the messages read took at least as long as the rate
     // allows.
-    let number_after = |text: &str, marker: &str| -> f64 {
-        let at = text.find(marker).unwrap_or_else(|| panic!("{marker} in {text}"));
-        text[at + marker.len()..].split(' ').next().unwrap().parse().unwrap()
-    };
     let responses = number_after(&stderr, " requests and ");
     let took = number_after(&stderr, "replay done in ");
     assert!(

@@ -568,7 +568,6 @@ pub struct ReplaySource {
     /// Next offset to hand out.
     pos: BTreeMap<TopicPartition, i64>,
     finished: BTreeSet<TopicPartition>,
-    paused: BTreeSet<TopicPartition>,
     assigned: bool,
     /// Never finished by reaching the end: live traffic.
     follow: bool,
@@ -611,7 +610,6 @@ impl ReplaySource {
             pos: start.clone(),
             start,
             finished: BTreeSet::new(),
-            paused: BTreeSet::new(),
             assigned: false,
             follow,
             rate: max_rate.filter(|r| *r > 0).map(|r| (r, Instant::now())),
@@ -624,18 +622,18 @@ impl ReplaySource {
             .find(|s| self.topics[s.idx()] == topic)
     }
 
-    fn list(&self, parts: &[TopicPartition]) -> Result<TopicPartitionList, KafkaError> {
+    fn list(&self, parts: &[TopicPartition]) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
         for &(side, p) in parts {
             tpl.add_partition(&self.topics[side.idx()], p);
         }
-        Ok(tpl)
+        tpl
     }
 
     /// Stop reading `tp`: what was handed out is all of it.
     pub fn finish(&mut self, tp: TopicPartition) -> Result<(), ReplayError> {
         if self.finished.insert(tp) {
-            self.consumer.pause(&self.list(&[tp])?)?;
+            self.consumer.pause(&self.list(&[tp]))?;
         }
         Ok(())
     }
@@ -649,7 +647,7 @@ impl ReplaySource {
         self.start.keys().copied().collect()
     }
 
-    /// Messages handed out past the start, per side.
+    /// Messages handed out so far, both topics.
     pub fn read(&self) -> u64 {
         self.pos
             .iter()
@@ -666,7 +664,6 @@ impl ReplaySource {
             polled.changes.push(Change::Assigned(self.parts()));
             return Ok(polled);
         }
-        // Partitions already at their start's end finish without a fetch.
         let deadline = Instant::now() + wait;
         while polled.messages.len() < max {
             let left = if polled.messages.is_empty() {
@@ -706,7 +703,7 @@ impl ReplaySource {
                         if high.is_some_and(|h| pos >= h) {
                             tracing::info!(side = ?side, partition = p, offset = pos, "replay reached the end of the partition");
                             self.finished.insert(tp);
-                            let _ = self.consumer.pause(&self.list(&[tp])?);
+                            let _ = self.consumer.pause(&self.list(&[tp]));
                         }
                     }
                 }
@@ -796,8 +793,7 @@ impl Source for ReplaySource {
     }
 
     fn pause(&mut self, parts: &[TopicPartition]) -> Result<(), SourceError> {
-        self.paused.extend(parts.iter().copied());
-        Ok(self.consumer.pause(&self.list(parts)?)?)
+        Ok(self.consumer.pause(&self.list(parts))?)
     }
 
     fn resume(&mut self, parts: &[TopicPartition]) -> Result<(), SourceError> {
@@ -806,13 +802,10 @@ impl Source for ReplaySource {
             .copied()
             .filter(|tp| !self.finished.contains(tp))
             .collect();
-        for tp in parts {
-            self.paused.remove(tp);
-        }
         if live.is_empty() {
             return Ok(());
         }
-        Ok(self.consumer.resume(&self.list(&live)?)?)
+        Ok(self.consumer.resume(&self.list(&live))?)
     }
 }
 
