@@ -151,11 +151,15 @@ impl RecordDecoder {
         }
         let max_rows = max_rows.max(1);
         let decoder = build_decoder(schema, max_rows)?;
+        // Without arrow-avro's field metadata: with writer versions it
+        // describes how the first version it resolved differs (a default it
+        // applies), which depends on the order of its schema store, and
+        // every batch must have the same columns whatever wrote it.
         let mut fields: Vec<Field> = decoder
             .schema()
             .fields()
             .iter()
-            .map(|f| f.as_ref().clone())
+            .map(|f| f.as_ref().clone().with_metadata(Default::default()))
             .collect();
         let checks = RowChecks::for_schema(&decoder.schema());
         fields.push(Field::new(PARTITION_COL, DataType::Int32, false));
