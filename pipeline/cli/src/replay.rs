@@ -126,7 +126,9 @@ struct Shown {
 impl Shown {
     fn new(terminal: bool, label: &str) -> Self {
         let bar = terminal.then(|| {
-            let b = ProgressBar::new(0);
+            // Drawn once the replay knows what it will read (after the
+            // seeks): a bar of nothing would say 100%.
+            let b = ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::hidden());
             b.set_style(
                 ProgressStyle::with_template(
                     "{msg} [{bar:30}] {percent:>3}% {human_pos}/{human_len} messages, ETA {eta}",
@@ -163,6 +165,12 @@ impl Shown {
         );
         match &self.bar {
             Some(b) => {
+                if total == 0 && read == 0 {
+                    return;
+                }
+                if b.is_hidden() {
+                    b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                }
                 b.set_length(total.max(read));
                 b.set_position(read);
                 b.set_message(msg);

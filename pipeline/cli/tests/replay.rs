@@ -187,11 +187,23 @@ fn a_replayed_range_is_byte_identical_to_the_live_records_in_a_topic_json_lines_
         let path = path.display().to_string();
         ["--from", &from_s, "--to", &to_s, "--out", &path].map(str::to_string)
     };
-    let args = to_file(&jsonl);
-    let shown = replay_on_a_terminal(&config, &args.each_ref().map(String::as_str));
+    let mut args: Vec<String> = to_file(&jsonl).into();
+    // Slow enough for the bar to be drawn several times.
+    args.extend(["--max-rate".into(), "15000".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let shown = replay_on_a_terminal(&config, &args);
     assert!(
         shown.contains("messages, ETA") && shown.contains('\r'),
         "no progress bar on the terminal:\n{shown}"
+    );
+    // It moves: several positions drawn ("read/total messages").
+    let positions: std::collections::BTreeSet<&str> = shown
+        .split(" messages, ETA")
+        .filter_map(|before| before.rsplit(' ').next()?.split('/').next())
+        .collect();
+    assert!(
+        positions.len() >= 3,
+        "the bar did not move: {positions:?}\n{shown}"
     );
     assert!(shown.contains("replay done"), "{shown}");
     let expected: String = live

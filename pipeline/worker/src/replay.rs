@@ -1288,6 +1288,9 @@ pub async fn replay(
         progress
             .written
             .store(shared.lock().await.written, Ordering::Relaxed);
+        // A step may finish without waiting on anything: let the caller's
+        // progress display (and a shutdown) in between.
+        tokio::task::yield_now().await;
     }
     let metrics = worker.stop().await?;
     let mut c = shared.lock().await;
