@@ -647,6 +647,21 @@ impl ReplaySource {
         self.start.keys().copied().collect()
     }
 
+    /// Partition pairs that have handed out nothing on either side.
+    pub fn idle_pairs(&self) -> BTreeSet<i32> {
+        let mut busy = BTreeSet::new();
+        for (tp, p) in &self.pos {
+            if *p > self.start[tp] {
+                busy.insert(tp.1);
+            }
+        }
+        self.start
+            .keys()
+            .map(|tp| tp.1)
+            .filter(|p| !busy.contains(p))
+            .collect()
+    }
+
     /// Messages handed out so far, both topics.
     pub fn read(&self) -> u64 {
         self.pos
@@ -1029,6 +1044,9 @@ struct Collector {
     output: Box<dyn Output>,
     /// Per pair, every window ending at or before this was emitted.
     marks: BTreeMap<i32, i64>,
+    /// Pairs that have read nothing yet: they hold nothing back (a record
+    /// they emit later can only come out of order, never wrong).
+    idle: BTreeSet<i32>,
     held: Vec<RiskScore>,
     /// How far before a pair's mark its later records can still end: the
     /// longest lateness (revisions) and two base windows.
@@ -1044,8 +1062,14 @@ impl Collector {
         let limit = if all {
             i64::MAX
         } else {
-            match self.marks.values().min() {
-                Some(&m) if m != i64::MIN => m.saturating_sub(self.reach_ms),
+            let busy = self
+                .marks
+                .iter()
+                .filter(|(p, _)| !self.idle.contains(p))
+                .map(|(_, m)| *m)
+                .min();
+            match busy {
+                Some(m) if m != i64::MIN => m.saturating_sub(self.reach_ms),
                 _ => return Ok(()),
             }
         };
@@ -1238,6 +1262,7 @@ pub async fn replay(
         plan,
         output,
         marks: BTreeMap::new(),
+        idle: BTreeSet::new(),
         held: Vec::new(),
         reach_ms,
         written: 0,
@@ -1285,9 +1310,12 @@ pub async fn replay(
         progress
             .read
             .store(worker.source_mut().read(), Ordering::Relaxed);
-        progress
-            .written
-            .store(shared.lock().await.written, Ordering::Relaxed);
+        let idle = worker.source_mut().idle_pairs();
+        {
+            let mut c = shared.lock().await;
+            c.idle = idle;
+            progress.written.store(c.written, Ordering::Relaxed);
+        }
         // A step may finish without waiting on anything: let the caller's
         // progress display (and a shutdown) in between.
         tokio::task::yield_now().await;
@@ -1407,6 +1435,84 @@ mod tests {
             let e = parse_time(bad).unwrap_err();
             assert!(e.contains("is not a time"), "{bad}: {e}");
         }
+    }
+
+    /// Scores kept in memory.
+    struct Kept(Arc<std::sync::Mutex<Vec<RiskScore>>>);
+
+    #[async_trait::async_trait]
+    impl Output for Kept {
+        async fn write(&mut self, scores: &[RiskScore]) -> Result<(), ReplayError> {
+            self.0.lock().unwrap().extend_from_slice(scores);
+            Ok(())
+        }
+        async fn finish(&mut self) -> Result<(), ReplayError> {
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+    }
+
+    fn score(account: &str, end: i64, revision: i32) -> RiskScore {
+        RiskScore {
+            account_id: account.into(),
+            window_start: end - 600_000,
+            window_end: end,
+            score: 0.0,
+            level: crate::score::Level::Low,
+            reasons: vec![],
+            features: vec![],
+            model_version: "m".into(),
+            event_count: 1,
+            response_count: 1,
+            revision,
+            cluster_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn records_are_released_in_order_once_no_busy_pair_can_precede_them() {
+        let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let cfg = Config::defaults();
+        let jobs =
+            JobSet::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../jobs"))
+                .unwrap();
+        let mut c = Collector {
+            plan: Plan::new(&cfg, &jobs, 0, None, None).unwrap(),
+            output: Box::new(Kept(kept.clone())),
+            marks: BTreeMap::from([(0, 10_000_000), (1, 4_000_000), (2, i64::MIN)]),
+            idle: BTreeSet::new(),
+            held: vec![
+                score("b", 3_600_000, 0),
+                score("a", 1_200_000, 1),
+                score("a", 1_200_000, 0),
+            ],
+            reach_ms: 1_000_000,
+            written: 0,
+            outside: 0,
+            rejected: 0,
+        };
+        // Pair 2 has emitted nothing yet: it could still precede anything.
+        c.release(false).await.unwrap();
+        assert!(kept.lock().unwrap().is_empty());
+        // Idle (it read nothing), it holds nothing back: what ends at or
+        // before the slowest busy pair's mark less the reach goes, in order.
+        c.idle.insert(2);
+        c.release(false).await.unwrap();
+        let out: Vec<(String, i64, i32)> = kept
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| (s.account_id.clone(), s.window_end, s.revision))
+            .collect();
+        assert_eq!(
+            out,
+            [("a".into(), 1_200_000, 0), ("a".into(), 1_200_000, 1)]
+        );
+        c.release(true).await.unwrap();
+        assert_eq!(kept.lock().unwrap().len(), 3);
+        assert_eq!(c.written, 3);
     }
 
     #[test]
