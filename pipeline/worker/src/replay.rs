@@ -1370,18 +1370,8 @@ mod tests {
         assert!(e.to_string().contains("must be after --from"), "{e}");
 
         let score = |start: i64, cluster: Option<&str>| RiskScore {
-            account_id: "a".into(),
-            window_start: start,
-            window_end: start + 600_000,
-            score: 0.0,
-            level: crate::score::Level::Low,
-            reasons: vec![],
-            features: vec![],
-            model_version: "m".into(),
-            event_count: 1,
-            response_count: 1,
-            revision: 0,
             cluster_id: cluster.map(str::to_string),
+            ..score("a", start + 600_000, 0)
         };
         assert!(plan.contains(&score(from, None)));
         assert!(plan.contains(&score(to - 600_000, None)));
