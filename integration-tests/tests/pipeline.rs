@@ -51,6 +51,10 @@ fn test_config(prefix: &str) -> Config {
     cfg.kafka.bootstrap_servers = broker().to_string();
     cfg.librdkafka
         .extend(integration_tests::security_settings().iter().cloned());
+    if !integration_tests::security_settings().is_empty() {
+        // The secure broker's sqlite:// storage reads at ~2k msg/s.
+        cfg.worker.read_timeout = std::time::Duration::from_secs(600);
+    }
     cfg.kafka.group_id = unique_name(&format!("{prefix}-group"));
     let t = &mut cfg.topics;
     t.requests = unique_name(&format!("{prefix}-requests"));

@@ -142,6 +142,9 @@ pub struct WorkerConfig {
     pub exit_at_eof: bool,
     #[serde(deserialize_with = "de_duration")]
     pub produce_timeout: Duration,
+    /// Longest wait to read the worker's own state back (checkpoints).
+    #[serde(deserialize_with = "de_duration")]
+    pub read_timeout: Duration,
     pub delivery: Delivery,
     #[serde(deserialize_with = "de_duration")]
     pub commit_interval: Duration,

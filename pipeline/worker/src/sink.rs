@@ -322,7 +322,7 @@ impl Sink for KafkaSink {
         });
         let topics = [cfg.topics.requests.as_str(), cfg.topics.responses.as_str()];
         let mut restored = tokio::task::block_in_place(|| {
-            checkpoints.read(topics, partitions, Duration::from_secs(30))
+            checkpoints.read(topics, partitions, cfg.worker.read_timeout)
         })?;
         partitions
             .iter()

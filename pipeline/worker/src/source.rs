@@ -438,7 +438,7 @@ impl Source for EventSource {
                     self.cfg.topics.responses.as_str(),
                 ];
                 let resumes = checkpoints
-                    .read_resumes(topics, &parts, Duration::from_secs(30))
+                    .read_resumes(topics, &parts, self.cfg.worker.read_timeout)
                     .map_err(|e| SourceError::Rejected(format!("reading checkpoints: {e}")))?;
                 for (p, r) in resumes {
                     if r.values().any(|c| c.rollups > 0) {

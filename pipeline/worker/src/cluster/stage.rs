@@ -437,7 +437,8 @@ impl Stage<'_> {
                 // After the producers: initialising one aborts what the
                 // previous owner left open, which would hide its checkpoint.
                 let found = tokio::task::block_in_place(|| {
-                    self.checkpoints.read_values(&keys, Duration::from_secs(30))
+                    self.checkpoints
+                        .read_values(&keys, self.cfg.worker.read_timeout)
                 })?;
                 for (k, p) in keys {
                     let Some(v) = found.get(&k) else { continue };
