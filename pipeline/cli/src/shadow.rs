@@ -153,6 +153,9 @@ pub async fn run(cfg: Config, args: &ShadowArgs) -> Result<()> {
         let a = live_run.await?;
         (a, cand_run.await?)
     };
+    if !plan.follow && *stop_rx.borrow() {
+        bail!("interrupted before both models had scored the range: nothing to compare");
+    }
     let (mut live, mut cand) = (live_out.take(), cand_out.take());
     let mut to = plan.to;
     if plan.follow {
