@@ -153,6 +153,16 @@ pub fn client_config() -> ClientConfig {
     config
 }
 
+/// How long a test waits to read a topic to its end: a minute, ten on
+/// the secure broker, whose `sqlite://` storage reads at ~2k msg/s.
+pub fn read_timeout() -> Duration {
+    if security_settings().is_empty() {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(600)
+    }
+}
+
 /// The librdkafka settings the test broker needs from every client: TLS
 /// and SASL with [`TEST_SECURE_ENV`], none otherwise. Worker configs put
 /// them in `[librdkafka]`.

@@ -51,10 +51,10 @@ fn test_config(prefix: &str) -> Config {
     cfg.kafka.bootstrap_servers = broker().to_string();
     cfg.librdkafka
         .extend(integration_tests::security_settings().iter().cloned());
-    if !integration_tests::security_settings().is_empty() {
-        // The secure broker's sqlite:// storage reads at ~2k msg/s.
-        cfg.worker.read_timeout = std::time::Duration::from_secs(600);
-    }
+    cfg.worker.read_timeout = cfg
+        .worker
+        .read_timeout
+        .max(integration_tests::read_timeout());
     cfg.kafka.group_id = unique_name(&format!("{prefix}-group"));
     let t = &mut cfg.topics;
     t.requests = unique_name(&format!("{prefix}-requests"));
@@ -98,7 +98,7 @@ fn read_all(topic: &str) -> Vec<OwnedMessage> {
     let mut cc = client_config();
     cc.set("group.id", unique_name("reader"))
         .set("fetch.wait.max.ms", "10");
-    read_to_end(&cc, topic, Duration::from_secs(60))
+    read_to_end(&cc, topic, integration_tests::read_timeout())
         .unwrap_or_else(|e| panic!("reading {topic}: {e}"))
 }
 
