@@ -214,16 +214,18 @@ impl Checkpoints {
                     .iter()
                     .filter(|(_, &p)| self.partition_for(p) == cp)
                     .all(|(k, _)| found.contains_key(k));
-                let covered = match (
-                    first_offset.get(&cp),
-                    cached_watermarks(consumer.client(), &self.topic, cp),
-                ) {
+                let marks = cached_watermarks(consumer.client(), &self.topic, cp);
+                let covered = match (first_offset.get(&cp), marks) {
+                    // The look started at the log's start: what it did not
+                    // find is not there. (Its first record can lie past the
+                    // start: aborted records and markers are never seen.)
+                    (_, Some((low, high))) if high - tail <= low => true,
                     (Some(&first), Some((low, _))) => first <= low,
-                    (None, Some((low, high))) => high - tail <= low,
+                    (None, Some(_)) => false,
                     _ => true,
                 };
                 if !complete && !covered {
-                    next.insert(cp, tail.saturating_mul(8));
+                    next.insert(cp, next_tail(tail, marks));
                 }
             }
             todo = next;
@@ -331,16 +333,18 @@ impl Checkpoints {
                             || live_rollups(&rollups, p, f).count() as u64 >= held_count(f)
                     });
                 // Did this look start at the beginning of the log?
-                let covered = match (
-                    first_offset.get(&cp),
-                    cached_watermarks(consumer.client(), &self.topic, cp),
-                ) {
+                let marks = cached_watermarks(consumer.client(), &self.topic, cp);
+                let covered = match (first_offset.get(&cp), marks) {
+                    // The look started at the log's start: what it did not
+                    // find is not there. (Its first record can lie past the
+                    // start: aborted records and markers are never seen.)
+                    (_, Some((low, high))) if high - tail <= low => true,
                     (Some(&first), Some((low, _))) => first <= low,
-                    (None, Some((low, high))) => high - tail <= low,
+                    (None, Some(_)) => false,
                     _ => true,
                 };
                 if !complete && !covered {
-                    next.insert(cp, tail.saturating_mul(8));
+                    next.insert(cp, next_tail(tail, marks));
                 }
             }
             todo = next;
@@ -379,6 +383,17 @@ impl Checkpoints {
 }
 
 /// (input partition, job, window end) of a roll-up key of one of ours.
+/// The next, longer look back from the end of a checkpoint partition: eight
+/// times the last, never past the partition's length (when known) nor past
+/// what librdkafka can express. On a slow broker a look may see nothing and
+/// be repeated until the read's timeout; it must not grow without bound (an
+/// `OffsetTail` beyond about 2^63 overflows).
+fn next_tail(tail: i64, watermarks: Option<(i64, i64)>) -> i64 {
+    const MAX_TAIL: i64 = 1 << 48;
+    let cap = watermarks.map_or(MAX_TAIL, |(low, high)| (high - low).clamp(1, MAX_TAIL));
+    tail.saturating_mul(8).min(cap).max(tail.min(MAX_TAIL))
+}
+
 fn parse_rollup_key(prefixes: &BTreeMap<String, i32>, key: &str) -> Option<(i32, String, i64)> {
     let (prefix, p) = prefixes
         .iter()
@@ -414,6 +429,26 @@ fn live_rollups<'a>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_look_back_grows_eightfold_up_to_the_partition_and_never_overflows() {
+        assert_eq!(next_tail(100, None), 800);
+        assert_eq!(next_tail(100, Some((0, 500))), 500);
+        assert_eq!(next_tail(500, Some((0, 500))), 500);
+        assert_eq!(
+            next_tail(100, Some((40, 40))),
+            100,
+            "never shorter than the last look"
+        );
+        let mut tail = 1;
+        for _ in 0..100 {
+            tail = next_tail(tail, None);
+            assert!(
+                rdkafka::Offset::OffsetTail(tail).to_raw().is_some(),
+                "{tail} is not an offset librdkafka can take"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]
