@@ -228,11 +228,10 @@ fn partitions_of(cfg: &Config, topic: &str) -> Option<i32> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let c: BaseConsumer = cfg.client_config().create().ok()?;
     let md = c.fetch_metadata(None, Duration::from_secs(10)).ok()?;
-    md.topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().len() as i32)
-        .filter(|n| *n > 0)
+    match distill_watch::topics::partition_count(&md, topic) {
+        0 => None,
+        n => Some(n as i32),
+    }
 }
 
 fn format_of(path: &Path, given: Option<ReplayFormat>) -> Result<ReplayFormat> {

@@ -947,13 +947,10 @@ impl TopicOutput {
                 .client()
                 .fetch_metadata(None, Duration::from_secs(30))
         })?;
-        let partitions = md
-            .topics()
-            .iter()
-            .find(|x| x.name() == topic && x.error().is_none())
-            .map(|x| x.partitions().len() as i32)
-            .filter(|n| *n > 0)
-            .unwrap_or(partitions);
+        let partitions = match crate::topics::partition_count(&md, topic) {
+            0 => partitions,
+            n => n as i32,
+        };
         Ok(TopicOutput {
             producer,
             topic: topic.to_string(),
@@ -1201,12 +1198,7 @@ pub async fn replay(
         let md = reader
             .consumer
             .fetch_metadata(None, Duration::from_secs(30))?;
-        let count = |topic: &str| {
-            md.topics()
-                .iter()
-                .find(|t| t.name() == topic && t.error().is_none())
-                .map_or(0, |t| t.partitions().len())
-        };
+        let count = |topic: &str| crate::topics::partition_count(&md, topic);
         let (req, resp) = (count(&cfg.topics.requests), count(&cfg.topics.responses));
         if req == 0 {
             return Err(SourceError::MissingTopic(cfg.topics.requests.clone()).into());

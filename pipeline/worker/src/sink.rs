@@ -402,12 +402,7 @@ impl PairSink {
             .ok();
         let partitions_of = |topic: &str| {
             md.as_ref()
-                .and_then(|md| {
-                    md.topics()
-                        .iter()
-                        .find(|t| t.name() == topic && t.error().is_none())
-                        .map(|t| t.partitions().len() as i32)
-                })
+                .map(|md| crate::topics::partition_count(md, topic) as i32)
                 .filter(|n| *n > 0)
         };
         let scores_partitions = partitions_of(&cfg.topics.scores);

@@ -301,11 +301,7 @@ impl EventSource {
                 topic: topic.to_string(),
                 source: Box::new(source),
             })?;
-        Ok(md
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none())
-            .map_or(0, |t| t.partitions().len()))
+        Ok(crate::topics::partition_count(&md, topic))
     }
 
     fn list(&self, parts: &[TopicPartition]) -> TopicPartitionList {

@@ -103,6 +103,14 @@ pub enum TopicError {
 /// partitions having a leader.
 ///
 /// Replication factor is the broker default (`-1`, KIP-464).
+/// Partitions of `topic` in `md` (0 when it is missing or in error).
+pub fn partition_count(md: &rdkafka::metadata::Metadata, topic: &str) -> usize {
+    md.topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map_or(0, |t| t.partitions().len())
+}
+
 pub async fn create_topics(
     bootstrap_config: &ClientConfig,
     specs: &[TopicSpec],

@@ -191,12 +191,7 @@ async fn ensure_stage_topics(cfg: &Config, inputs: Option<usize>) -> Result<usiz
     let md = tokio::task::block_in_place(|| {
         rdkafka::consumer::Consumer::fetch_metadata(&probe, None, Duration::from_secs(10))
     })?;
-    let count = |topic: &str| {
-        md.topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none())
-            .map_or(0, |t| t.partitions().len())
-    };
+    let count = |topic: &str| crate::topics::partition_count(&md, topic);
     let inputs = inputs.unwrap_or_else(|| count(&cfg.topics.requests)).max(1);
     let mut specs = Vec::new();
     let mut cp_partitions = count(&cfg.topics.checkpoints);
