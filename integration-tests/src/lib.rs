@@ -60,6 +60,14 @@ fn is_nisshi(bootstrap: &str) -> Result<bool, String> {
 fn shared_broker() -> &'static Broker {
     static BROKER: OnceLock<Result<Broker, String>> = OnceLock::new();
     let result = BROKER.get_or_init(|| {
+        // The worker's own log, when asked for (`RUST_LOG=distill_watch=info`):
+        // what a failure on a slow or secure broker needs explained.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         if std::env::var(TEST_SECURE_ENV).is_ok_and(|v| !v.is_empty() && v != "0") {
             let b = secure::secure_broker();
             return Ok(Broker {

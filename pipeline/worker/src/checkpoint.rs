@@ -193,6 +193,9 @@ impl Checkpoints {
                     Some(Err(KafkaError::PartitionEOF(cp))) => {
                         reading.remove(&cp);
                     }
+                    Some(Err(e)) if crate::connect::transient(&e) => {
+                        tracing::warn!(error = %e, "consumer error; librdkafka retries");
+                    }
                     Some(Err(e)) => return Err(e.into()),
                     Some(Ok(m)) => {
                         first_offset.entry(m.partition()).or_insert(m.offset());
@@ -285,6 +288,9 @@ impl Checkpoints {
                     None => continue,
                     Some(Err(KafkaError::PartitionEOF(cp))) => {
                         reading.remove(&cp);
+                    }
+                    Some(Err(e)) if crate::connect::transient(&e) => {
+                        tracing::warn!(error = %e, "consumer error; librdkafka retries");
                     }
                     Some(Err(e)) => return Err(e.into()),
                     Some(Ok(m)) => {

@@ -82,6 +82,43 @@ impl rdkafka::consumer::ConsumerContext for Capture {}
 /// up (a refusal ends the wait at once).
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How many fresh clients must be refused a password in a row before
+/// [`check`] calls it wrong. A broker can refuse a valid credential for a
+/// moment (Apache Kafka propagates SCRAM credentials asynchronously; nisshi
+/// turns a failed credential lookup under load into a refusal); a wrong
+/// password is refused every time.
+const AUTH_ATTEMPTS: u32 = 3;
+
+/// Whether a consumer's polled error is one librdkafka recovers from by
+/// itself (it reconnects, re-authenticates, finds the new leader): a read
+/// with a deadline logs it and keeps polling instead of failing at once.
+/// An authentication refusal is among them because a broker can refuse a
+/// valid credential for a moment; a wrong one is caught by [`check`]
+/// before any read starts. Fatal errors and every other code still end the
+/// read.
+pub fn transient(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    match e {
+        KafkaError::MessageConsumption(code) => matches!(
+            code,
+            C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::Authentication
+                | C::SaslAuthenticationFailed
+                | C::OperationTimedOut
+                | C::RequestTimedOut
+                | C::Resolve
+                | C::NetworkException
+                | C::LeaderNotAvailable
+                | C::NotLeaderForPartition
+                | C::NotCoordinator
+                | C::CoordinatorLoadInProgress
+                | C::CoordinatorNotAvailable
+        ),
+        _ => false,
+    }
+}
+
 /// [`check`] from async code, off the runtime's threads.
 pub async fn check_async(cfg: &Config, timeout: Duration) -> Result<(), ConnectError> {
     let cfg = cfg.clone();
@@ -92,9 +129,25 @@ pub async fn check_async(cfg: &Config, timeout: Duration) -> Result<(), ConnectE
 }
 
 /// Ask the cluster for its metadata with `cfg`'s client settings. Returns
-/// as soon as it answers, or on the first authentication or TLS error, or
-/// after `timeout` without an answer.
+/// as soon as it answers, on a TLS error, on an authentication refusal met
+/// by [`AUTH_ATTEMPTS`] fresh clients in a row, or after `timeout` without
+/// an answer.
 pub fn check(cfg: &Config, timeout: Duration) -> Result<(), ConnectError> {
+    let started = Instant::now();
+    let mut attempt = 1;
+    loop {
+        match check_once(cfg, timeout.saturating_sub(started.elapsed())) {
+            Err(ConnectError::Authentication { bootstrap, reason }) if attempt < AUTH_ATTEMPTS => {
+                tracing::warn!(%bootstrap, %reason, attempt, "authentication refused; trying again with a new connection");
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            r => return r,
+        }
+    }
+}
+
+fn check_once(cfg: &Config, timeout: Duration) -> Result<(), ConnectError> {
     let bootstrap = cfg.kafka.bootstrap_servers.clone();
     let consumer: BaseConsumer<Capture> = cfg
         .client_config()
@@ -133,5 +186,33 @@ pub fn check(cfg: &Config, timeout: Duration) -> Result<(), ConnectError> {
                 reason,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_ride_out_what_librdkafka_retries_and_stop_on_the_rest() {
+        use RDKafkaErrorCode as C;
+        for code in [
+            C::Authentication,
+            C::BrokerTransportFailure,
+            C::AllBrokersDown,
+        ] {
+            assert!(transient(&KafkaError::MessageConsumption(code)), "{code:?}");
+        }
+        // Fatal, permanent, or not a consumption error: the read ends.
+        assert!(!transient(&KafkaError::MessageConsumptionFatal(
+            C::Authentication
+        )));
+        assert!(!transient(&KafkaError::MessageConsumption(
+            C::TopicAuthorizationFailed
+        )));
+        assert!(!transient(&KafkaError::MessageConsumption(
+            C::UnknownTopicOrPartition
+        )));
+        assert!(!transient(&KafkaError::MetadataFetch(C::Authentication)));
     }
 }

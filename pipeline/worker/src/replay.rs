@@ -426,6 +426,9 @@ impl Reader {
                     return Ok((None, high(&self.consumer)));
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) if crate::connect::transient(&e) => {
+                    tracing::warn!(error = %e, "consumer error; librdkafka retries");
+                }
                 Some(Err(e)) => return Err(e.into()),
             }
         }
@@ -721,6 +724,9 @@ impl ReplaySource {
                             let _ = self.consumer.pause(&self.list(&[tp]));
                         }
                     }
+                }
+                Some(Err(e)) if crate::connect::transient(&e) => {
+                    tracing::warn!(error = %e, "consumer error; librdkafka retries");
                 }
                 Some(Err(e)) => return Err(e.into()),
             }

@@ -15,6 +15,7 @@
 //! [`score_stream`] scores labelled traffic in memory through it (one
 //! partition), for calibration and tests that need no broker.
 
+use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -107,6 +108,9 @@ struct Inner {
     next_writer: u64,
     faults: VecDeque<CommitFault>,
     outputs: Outputs,
+    /// Whether commits keep the scores in `outputs` (the tests read them);
+    /// a benchmark counts and encodes them only, as a Kafka sink does.
+    keep_scores: bool,
     /// Decides how polls interleave partitions and topics.
     rng: Rng,
 }
@@ -168,6 +172,7 @@ impl MemBroker {
             next_writer: 1,
             faults: VecDeque::new(),
             outputs: Outputs::default(),
+            keep_scores: true,
             rng: Rng(seed ^ 0x9e37_79b9_7f4a_7c15),
         })))
     }
@@ -192,8 +197,8 @@ impl MemBroker {
             partition,
             offset,
             timestamp_ms: Some(timestamp_ms),
-            key: key.map(<[u8]>::to_vec),
-            payload: Some(value.to_vec()),
+            key: key.map(Bytes::copy_from_slice),
+            payload: Some(Bytes::copy_from_slice(value)),
         });
         offset
     }
@@ -497,12 +502,15 @@ impl Sink for MemSink {
             return Err(refused("injected: commit failed".into()).into());
         }
         let topics = b.topics.clone();
+        let keep = b.keep_scores;
         let out = &mut b.outputs;
-        out.scores.extend(encoded);
-        out.score_records.extend(cycle.scores.iter().cloned());
+        if keep {
+            out.scores.extend(encoded);
+            out.score_records.extend(cycle.scores.iter().cloned());
+        }
         out.dlq.extend(cycle.dlq.iter().map(|d| DlqOut {
-            key: d.msg.key.clone(),
-            payload: d.msg.payload.clone(),
+            key: d.msg.key.as_deref().map(<[u8]>::to_vec),
+            payload: d.msg.payload.as_deref().map(<[u8]>::to_vec),
             kind: d.kind.as_str(),
             detail: d.detail.clone(),
             source_topic: d.source_topic.clone(),
@@ -561,8 +569,8 @@ pub fn account_table(values: &[(&str, &[u8], i64)]) -> Result<AccountTable, Proc
             partition: 0,
             offset: i as i64,
             timestamp_ms: Some(*ts),
-            key: Some(key.as_bytes().to_vec()),
-            payload: Some(value.to_vec()),
+            key: Some(Bytes::copy_from_slice(key.as_bytes())),
+            payload: Some(Bytes::copy_from_slice(value)),
         })
         .collect();
     let decoded = RecordDecoder::new(&set.account, 4096, i64::MAX / 4)?.decode(&msgs)?;
@@ -645,6 +653,14 @@ impl SimRun {
             broker,
             table: Arc::new(table),
         })
+    }
+
+    /// Commits encode the scores but keep none of them: a benchmark's
+    /// in-memory sink then does what a Kafka sink does, not more
+    /// ([`SimOutput::scores`] stays empty; the counters are kept).
+    pub fn without_kept_scores(self) -> Self {
+        self.broker.lock().keep_scores = false;
+        self
     }
 
     /// Run the worker loop to the end of input.

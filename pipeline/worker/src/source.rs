@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rdkafka::client::Client;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -526,50 +527,79 @@ pub fn unfinished_partitions(
         (Side::Requests, &cfg.topics.requests),
         (Side::Responses, &cfg.topics.responses),
     ] {
-        let mut cc = cfg.consumer_config();
-        // The group's id, to read its committed offsets; assign() without
-        // subscribe() never joins the group, and nothing is committed.
-        cc.set("group.id", &cfg.kafka.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest");
-        let consumer: BaseConsumer<EofQuietContext> = cc.create_with_context(EofQuietContext)?;
-        let mut partitions = assign_from_beginning(&consumer, topic, &cfg.kafka.bootstrap_servers)?;
-        partitions.retain(|p| !done.contains(&(side, *p)));
-        if partitions.is_empty() {
-            continue;
-        }
-        let mut tpl = TopicPartitionList::new();
-        for &p in &partitions {
-            tpl.add_partition(topic, p);
-        }
-        let committed = consumer.committed_offsets(tpl, timeout)?;
-        let mut start = TopicPartitionList::new();
-        for e in committed.elements() {
-            let offset = match e.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
-                _ => Offset::Beginning,
-            };
-            start.add_partition_offset(topic, e.partition(), offset)?;
-        }
-        consumer.assign(&start)?;
-        let mut waiting: BTreeSet<i32> = partitions.into_iter().collect();
-        let deadline = Instant::now() + timeout;
-        while !waiting.is_empty() && Instant::now() < deadline {
-            match consumer.poll(Duration::from_millis(100)) {
-                None => {}
-                // A record at the committed offset: not finished.
-                Some(Ok(m)) if waiting.remove(&m.partition()) => out.push((side, m.partition())),
-                Some(Ok(_)) => {}
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    waiting.remove(&p);
-                }
-                Some(Err(e)) => return Err(e.into()),
-            }
-        }
-        out.extend(waiting.into_iter().map(|p| (side, p)));
+        let skip: BTreeSet<i32> = done
+            .iter()
+            .filter(|(s, _)| *s == side)
+            .map(|&(_, p)| p)
+            .collect();
+        out.extend(
+            unfinished_in(cfg, &cfg.kafka.group_id, topic, &skip, timeout)?
+                .into_iter()
+                .map(|p| (side, p)),
+        );
     }
+    out.sort();
+    Ok(out)
+}
+
+/// The partitions of `topic`, but `skip`, where `group`'s committed offset
+/// is not at the partition's end: read from the committed offsets to the
+/// end-of-partition event, as [`unfinished_partitions`]. A partition that
+/// does not answer within `timeout` counts as unfinished. Blocking.
+pub fn unfinished_in(
+    cfg: &Config,
+    group: &str,
+    topic: &str,
+    skip: &BTreeSet<i32>,
+    timeout: Duration,
+) -> Result<Vec<i32>, SourceError> {
+    let mut cc = cfg.consumer_config();
+    // The group's id, to read its committed offsets; assign() without
+    // subscribe() never joins the group, and nothing is committed.
+    cc.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer<EofQuietContext> = cc.create_with_context(EofQuietContext)?;
+    let mut partitions = assign_from_beginning(&consumer, topic, &cfg.kafka.bootstrap_servers)?;
+    partitions.retain(|p| !skip.contains(p));
+    if partitions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for &p in &partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(tpl, timeout)?;
+    let mut start = TopicPartitionList::new();
+    for e in committed.elements() {
+        let offset = match e.offset() {
+            Offset::Offset(o) => Offset::Offset(o),
+            _ => Offset::Beginning,
+        };
+        start.add_partition_offset(topic, e.partition(), offset)?;
+    }
+    consumer.assign(&start)?;
+    let mut out = Vec::new();
+    let mut waiting: BTreeSet<i32> = partitions.into_iter().collect();
+    let deadline = Instant::now() + timeout;
+    while !waiting.is_empty() && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            // A record at the committed offset: not finished.
+            Some(Ok(m)) if waiting.remove(&m.partition()) => out.push(m.partition()),
+            Some(Ok(_)) => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                waiting.remove(&p);
+            }
+            Some(Err(e)) if crate::connect::transient(&e) => {
+                tracing::warn!(error = %e, "consumer error; librdkafka retries");
+            }
+            Some(Err(e)) => return Err(e.into()),
+        }
+    }
+    out.extend(waiting);
     out.sort();
     Ok(out)
 }
@@ -639,6 +669,9 @@ pub fn read_to_end(
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 pending.remove(&p);
+            }
+            Some(Err(e)) if crate::connect::transient(&e) => {
+                tracing::warn!(error = %e, "consumer error; librdkafka retries");
             }
             Some(Err(e)) => return Err(e.into()),
         }
@@ -800,7 +833,7 @@ pub(crate) fn owned<M: Message>(m: &M) -> RawMessage {
         partition: m.partition(),
         offset: m.offset(),
         timestamp_ms: m.timestamp().to_millis(),
-        key: m.key().map(<[u8]>::to_vec),
-        payload: m.payload().map(<[u8]>::to_vec),
+        key: m.key().map(Bytes::copy_from_slice),
+        payload: m.payload().map(Bytes::copy_from_slice),
     }
 }

@@ -33,8 +33,8 @@ fn decode(decoder: &mut RecordDecoder, records: &[Record], partitions: i32) -> V
                         partition: (offset % partitions as i64) as i32,
                         offset: offset / partitions as i64,
                         timestamp_ms: Some(r.deliver_ms),
-                        key: Some(r.key.as_bytes().to_vec()),
-                        payload: Some(r.value.clone()),
+                        key: Some(r.key.as_bytes().to_vec().into()),
+                        payload: Some(r.value.clone().into()),
                     }
                 })
                 .collect();

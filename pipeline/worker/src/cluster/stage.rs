@@ -17,7 +17,7 @@
 //! rows of windows already emitted and carries on with the marks, so no
 //! window is lost, repeated or emitted partial.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::Mutex;
@@ -56,6 +56,20 @@ pub enum StageError {
     },
     #[error("the consumer has no group metadata to commit offsets with (not in a group yet?)")]
     NoGroupMetadata,
+    #[error("cluster stage: no usable metadata from {bootstrap} within {waited:.0?}: {reason}")]
+    Metadata {
+        bootstrap: String,
+        waited: Duration,
+        reason: String,
+    },
+    #[error("cluster stage: no partition of {topic} assigned to this member for {waited:.0?} while the group's input is not done (partitions {unfinished:?})")]
+    NothingAssigned {
+        topic: String,
+        waited: Duration,
+        unfinished: Vec<i32>,
+    },
+    #[error("cluster stage: asking whether the group's input is done: {0}")]
+    Probe(String),
     #[error("producing to {topic}: {source}")]
     Produce {
         topic: String,
@@ -274,15 +288,10 @@ pub async fn run_clusters(
         changes: Mutex::new(Vec::new()),
     })?;
     consumer.subscribe(&[cfg.topics.features.as_str()])?;
-    let md = consumer.fetch_metadata(None, Duration::from_secs(10)).ok();
-    let partitions_of = |topic: &str| {
-        md.as_ref().and_then(|md| {
-            md.topics()
-                .iter()
-                .find(|t| t.name() == topic && t.error().is_none())
-                .map(|t| t.partitions().len() as i32)
-                .filter(|n| *n > 0)
-        })
+    let md = stage_metadata(&consumer, cfg).await?;
+    let partitions_of = |topic: &str| match crate::topics::partition_count(&md, topic) {
+        0 => None,
+        n => Some(n as i32),
     };
     let cp_partitions = partitions_of(&cfg.topics.checkpoints).unwrap_or(1) as usize;
     let mut stage = Stage {
@@ -301,6 +310,8 @@ pub async fn run_clusters(
     tracing::info!(group, topic = %cfg.topics.features, model = %model.scoring.model_version, "cluster stage started");
     tokio::pin!(shutdown);
     let mut last_report = Instant::now();
+    let mut idle_since: Option<Instant> = None;
+    let mut last_probe: Option<Instant> = None;
     loop {
         if futures::poll!(&mut shutdown).is_ready() {
             tracing::info!("cluster stage: shutdown requested");
@@ -341,6 +352,42 @@ pub async fn run_clusters(
         if options.exit_at_eof && stage.done() {
             break;
         }
+        if options.exit_at_eof && stage.joined && stage.parts.is_empty() {
+            // A member given nothing (more members than partitions, or an
+            // assignment made while the topic's metadata was missing) is
+            // done once the group's input is, or is given partitions by a
+            // later rebalance; never "done" because it holds nothing.
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if last_probe.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(2)) {
+                last_probe = Some(Instant::now());
+                let unfinished = tokio::task::block_in_place(|| {
+                    crate::source::unfinished_in(
+                        &stage.own,
+                        &group,
+                        &cfg.topics.features,
+                        &BTreeSet::new(),
+                        Duration::from_secs(5),
+                    )
+                })
+                .map_err(|e| StageError::Probe(e.to_string()))?;
+                if unfinished.is_empty() {
+                    tracing::info!(
+                        "cluster stage: no partitions here, and the group's input is done"
+                    );
+                    break;
+                }
+                if since.elapsed() >= cfg.worker.group_done_timeout {
+                    return Err(StageError::NothingAssigned {
+                        topic: cfg.topics.features.clone(),
+                        waited: since.elapsed(),
+                        unfinished,
+                    });
+                }
+                tracing::info!(unfinished = ?unfinished, "cluster stage: no partitions assigned here; waiting for a rebalance or the group's input");
+            }
+        } else {
+            idle_since = None;
+        }
     }
     stage.publish();
     tracing::info!(
@@ -349,6 +396,49 @@ pub async fn run_clusters(
         stage.metrics
     );
     Ok(stage.metrics)
+}
+
+/// The cluster's metadata, once it names the features and checkpoints
+/// topics: their partition counts place every checkpoint key and output
+/// record, so a failed or partial answer (a broker refusing a connection
+/// for a moment) is asked again, not taken as "one partition". Waits up to
+/// `worker.read_timeout`.
+async fn stage_metadata(
+    consumer: &StreamConsumer<StageContext>,
+    cfg: &Config,
+) -> Result<rdkafka::metadata::Metadata, StageError> {
+    let started = Instant::now();
+    let needed = [
+        cfg.topics.features.as_str(),
+        cfg.topics.checkpoints.as_str(),
+    ];
+    loop {
+        let last = match tokio::task::block_in_place(|| {
+            consumer.fetch_metadata(None, Duration::from_secs(10))
+        }) {
+            Ok(md) => {
+                let missing: Vec<&str> = needed
+                    .iter()
+                    .copied()
+                    .filter(|t| crate::topics::partition_count(&md, t) == 0)
+                    .collect();
+                if missing.is_empty() {
+                    return Ok(md);
+                }
+                format!("no partitions listed for {missing:?}")
+            }
+            Err(e) => e.to_string(),
+        };
+        if started.elapsed() >= cfg.worker.read_timeout {
+            return Err(StageError::Metadata {
+                bootstrap: cfg.kafka.bootstrap_servers.clone(),
+                waited: started.elapsed(),
+                reason: last,
+            });
+        }
+        tracing::warn!(reason = %last, "cluster stage: metadata incomplete; asking again");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Rebalances recorded by the consumer's callbacks since the last call.
@@ -545,6 +635,7 @@ impl Stage<'_> {
 
     fn done(&self) -> bool {
         self.joined
+            && !self.parts.is_empty()
             && self
                 .parts
                 .values()

@@ -16,6 +16,7 @@ use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit};
 use arrow_avro::reader::{Decoder, ReaderBuilder};
 use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
+use bytes::Bytes;
 
 use crate::schemas::{unframe, ContractSchema, SchemaSet};
 use validate::{check_datum, Shape};
@@ -27,15 +28,17 @@ pub const OFFSET_COL: &str = "_offset";
 /// Column with the row's index in the slice of messages given to `decode`.
 pub const MSG_COL: &str = "_msg";
 
-/// One Kafka record, owned, independent of the Kafka client.
+/// One Kafka record, owned, independent of the Kafka client. Key and
+/// value are shared buffers: copied once out of the client, never again on
+/// the way through (windows, DLQ, the in-memory broker's redeliveries).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawMessage {
     pub partition: i32,
     pub offset: i64,
     /// Kafka record timestamp (CreateTime or LogAppendTime), if any.
     pub timestamp_ms: Option<i64>,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
+    pub payload: Option<Bytes>,
 }
 
 /// Why a message did not become a row. The string form is the DLQ header.
@@ -688,8 +691,8 @@ mod tests {
             partition: 3,
             offset,
             timestamp_ms: Some(1_000_000),
-            key: Some(key.as_bytes().to_vec()),
-            payload: Some(payload),
+            key: Some(key.as_bytes().to_vec().into()),
+            payload: Some(payload.into()),
         }
     }
 
