@@ -9,6 +9,7 @@
 //! they read "per core" whatever threads DataFusion or tokio use; the wall
 //! time is printed too.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -84,6 +85,17 @@ struct Stage {
     share: f64,
 }
 
+/// One job's runs in the in-process pipeline (raw windows, revisions and
+/// roll-ups alike).
+#[derive(Debug, Serialize)]
+struct JobRow {
+    job: String,
+    runs: u64,
+    rows_in: u64,
+    seconds: f64,
+    micros_per_run: f64,
+}
+
 #[derive(Debug, Serialize)]
 struct Memory {
     peak_window_bytes: u64,
@@ -101,6 +113,7 @@ struct Report {
     in_process: Rate,
     floor_ratio: f64,
     stages: Vec<Stage>,
+    jobs: Vec<JobRow>,
     scores: u64,
     windows: u64,
     memory: Memory,
@@ -156,9 +169,11 @@ pub async fn run(cfg: Config, args: &BenchArgs) -> Result<()> {
     let sim = traffic.sim_input();
     let run =
         SimRun::load(&sim, cfg.window.out_of_orderness.as_millis() as i64)?.without_kept_scores();
+    let jobs_before = distill_watch::jobs::job_times();
     let (t0, c0) = (Instant::now(), cpu_time()?);
     let out = run.run(&detector).await?;
     let (wall, cpu) = (t0.elapsed(), cpu_time()? - c0);
+    let jobs = job_rows(&jobs_before, &distill_watch::jobs::job_times());
     drop(sim);
     let in_process = Rate::of(input.exchanges, wall, cpu);
 
@@ -190,6 +205,7 @@ pub async fn run(cfg: Config, args: &BenchArgs) -> Result<()> {
         decode_floor,
         in_process,
         stages,
+        jobs,
         scores: out.metrics.scores_emitted,
         windows: out.metrics.windows_closed,
         memory,
@@ -324,6 +340,47 @@ fn print_rates(rows: &[(&str, &Rate)], per_core: bool, out: &mut dyn Write) -> R
     Ok(())
 }
 
+/// The jobs' runs between two snapshots, costliest first.
+fn job_rows(
+    before: &BTreeMap<String, distill_watch::jobs::JobTime>,
+    after: &BTreeMap<String, distill_watch::jobs::JobTime>,
+) -> Vec<JobRow> {
+    let mut rows: Vec<JobRow> = after
+        .iter()
+        .filter_map(|(job, a)| {
+            let b = before.get(job).copied().unwrap_or_default();
+            let runs = a.runs - b.runs;
+            let seconds = (a.time - b.time).as_secs_f64();
+            (runs > 0).then(|| JobRow {
+                job: job.clone(),
+                runs,
+                rows_in: a.rows_in - b.rows_in,
+                seconds,
+                micros_per_run: 1e6 * seconds / runs as f64,
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds).then(a.job.cmp(&b.job)));
+    rows
+}
+
+fn print_jobs(jobs: &[JobRow], out: &mut dyn Write) -> Result<()> {
+    let total: f64 = jobs.iter().map(|j| j.seconds).sum();
+    writeln!(
+        out,
+        "
+the jobs' runs (raw windows, revisions, roll-ups): {total:.2} s in all; the costliest:"
+    )?;
+    for j in jobs.iter().take(10) {
+        writeln!(
+            out,
+            "  {:<20} {:>7.2} s {:>6} runs {:>8.0} us/run {:>10} rows in",
+            j.job, j.seconds, j.runs, j.micros_per_run, j.rows_in
+        )?;
+    }
+    Ok(())
+}
+
 fn print_stages(stages: &[Stage], out: &mut dyn Write) -> Result<()> {
     for s in stages {
         writeln!(
@@ -368,6 +425,7 @@ fn print_report(r: &Report, out: &mut dyn Write) -> Result<()> {
     writeln!(out, "\n{} windows, {} scores emitted", r.windows, r.scores)?;
     writeln!(out, "\nwhere the worker loop's time goes (wall clock):")?;
     print_stages(&r.stages, out)?;
+    print_jobs(&r.jobs, out)?;
     let m = &r.memory;
     writeln!(out, "\nmemory:")?;
     writeln!(

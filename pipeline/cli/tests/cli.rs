@@ -1,5 +1,6 @@
 //! The command line as users call it.
 
+use std::collections::BTreeSet;
 use std::process::{Command, Output};
 
 /// The command's stdout, after checking it exited with success (its stderr
@@ -77,6 +78,21 @@ fn bench_prints_rates_stages_memory_broker_figures_and_latency_as_json() {
     assert_eq!(stages.len(), 9);
     let seconds: f64 = stages.iter().map(|s| s["seconds"].as_f64().unwrap()).sum();
     assert!(seconds > 0.0 && seconds <= num("/in_process/wall_s"), "{v}");
+    // Every shipped job ran, each base window once at least; costliest
+    // first, and their time is part of the stages' time.
+    let jobs = v["jobs"].as_array().unwrap();
+    let names: BTreeSet<&str> = jobs.iter().map(|j| j["job"].as_str().unwrap()).collect();
+    for job in ["volume", "harvest", "clock", "model_pivot"] {
+        assert!(names.contains(job), "{job} not in {names:?}");
+    }
+    assert!(jobs.iter().all(|j| j["runs"].as_f64().unwrap() >= 1.0));
+    let job_s: Vec<f64> = jobs
+        .iter()
+        .map(|j| j["seconds"].as_f64().unwrap())
+        .collect();
+    assert!(job_s.windows(2).all(|w| w[0] >= w[1]), "{job_s:?}");
+    assert!(job_s.iter().sum::<f64>() <= seconds, "{v}");
+    assert!(stdout.contains("the costliest:"), "{stdout}");
     for rate in ["bare_consumer", "one_worker", "two_workers"] {
         assert!(num(&format!("/broker/{rate}/per_wall_s")) > 0.0, "{v}");
     }

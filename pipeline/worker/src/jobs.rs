@@ -690,7 +690,40 @@ pub async fn run_job(ctx: &SessionContext, job: &Job) -> Result<RecordBatch, Job
 /// prepared at load time when the rows have the schema it was planned for
 /// (always, for rows this worker made), else planned afresh, as rows held
 /// by an older version and read back from a checkpoint may need.
+/// Time spent running each job (every run of [`run_bound`] in this
+/// process), for `bench` and whoever asks which job costs what.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct JobTime {
+    pub runs: u64,
+    pub rows_in: u64,
+    pub time: std::time::Duration,
+}
+
+static JOB_TIMES: std::sync::Mutex<BTreeMap<String, JobTime>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// Every job's runs so far in this process, by name.
+pub fn job_times() -> BTreeMap<String, JobTime> {
+    JOB_TIMES.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 pub async fn run_bound(
+    job: &Job,
+    prepared: Option<&Prepared>,
+    rows: Vec<RecordBatch>,
+) -> Result<RecordBatch, JobError> {
+    let started = std::time::Instant::now();
+    let rows_in: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
+    let out = run_bound_untimed(job, prepared, rows).await;
+    let mut times = JOB_TIMES.lock().unwrap_or_else(|e| e.into_inner());
+    let t = times.entry(job.name.clone()).or_default();
+    t.runs += 1;
+    t.rows_in += rows_in;
+    t.time += started.elapsed();
+    out
+}
+
+async fn run_bound_untimed(
     job: &Job,
     prepared: Option<&Prepared>,
     rows: Vec<RecordBatch>,
