@@ -171,6 +171,19 @@ pub fn read_timeout() -> Duration {
     }
 }
 
+/// Consumer settings for the worker configurations of the tests: on the
+/// secure broker a longer `max.poll.interval.ms` than the shipped 10 s,
+/// because its `sqlite://` storage makes a checkpoint read or a
+/// transaction outlast 10 s between polls (the member is then thrown out
+/// of its group, rejoins, reads its checkpoints again, and so on).
+pub fn consumer_settings() -> Vec<(String, String)> {
+    if security_settings().is_empty() {
+        Vec::new()
+    } else {
+        vec![("max.poll.interval.ms".to_string(), "60000".to_string())]
+    }
+}
+
 /// The librdkafka settings the test broker needs from every client: TLS
 /// and SASL with [`TEST_SECURE_ENV`], none otherwise. Worker configs put
 /// them in `[librdkafka]`.

@@ -51,6 +51,7 @@ fn test_config(prefix: &str) -> Config {
     cfg.kafka.bootstrap_servers = broker().to_string();
     cfg.librdkafka
         .extend(integration_tests::security_settings().iter().cloned());
+    cfg.consumer.extend(integration_tests::consumer_settings());
     cfg.worker.read_timeout = cfg
         .worker
         .read_timeout

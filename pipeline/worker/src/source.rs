@@ -419,6 +419,15 @@ impl Source for EventSource {
             return Ok(Vec::new());
         }
         tokio::task::block_in_place(|| {
+            if done.is_empty() {
+                // Nothing assigned here: a full metadata answer lets
+                // librdkafka rejoin if the assignment was made while the
+                // topics' metadata was missing (it would otherwise wait
+                // for its periodic refresh). No rejoin if nothing changed.
+                if let Err(e) = self.consumer.fetch_metadata(None, Duration::from_secs(5)) {
+                    tracing::warn!(error = %e, "metadata refresh failed");
+                }
+            }
             let mut out = unfinished_partitions(&self.cfg, Duration::from_secs(5), done)?;
             // Input committed to its end, but an owner may still be
             // evaluating roll-up windows after it (end of input): its

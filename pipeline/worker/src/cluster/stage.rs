@@ -311,7 +311,7 @@ pub async fn run_clusters(
     tokio::pin!(shutdown);
     let mut last_report = Instant::now();
     let mut idle_since: Option<Instant> = None;
-    let mut last_probe: Option<Instant> = None;
+    let mut probe: Option<Probe> = None;
     loop {
         if futures::poll!(&mut shutdown).is_ready() {
             tracing::info!("cluster stage: shutdown requested");
@@ -354,22 +354,13 @@ pub async fn run_clusters(
         }
         if options.exit_at_eof && stage.joined && stage.parts.is_empty() {
             // A member given nothing (more members than partitions, or an
-            // assignment made while the topic's metadata was missing) is
-            // done once the group's input is, or is given partitions by a
-            // later rebalance; never "done" because it holds nothing.
+            // assignment made while the topic's metadata was missing; nisshi
+            // hands a first empty one out now and then) is done once the
+            // group's input is, or is given partitions by a later
+            // rebalance; never "done" because it holds nothing.
             let since = *idle_since.get_or_insert_with(Instant::now);
-            if last_probe.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(2)) {
-                last_probe = Some(Instant::now());
-                let unfinished = tokio::task::block_in_place(|| {
-                    crate::source::unfinished_in(
-                        &stage.own,
-                        &group,
-                        &cfg.topics.features,
-                        &BTreeSet::new(),
-                        Duration::from_secs(5),
-                    )
-                })
-                .map_err(|e| StageError::Probe(e.to_string()))?;
+            if let Some(unfinished) = probe.as_mut().and_then(|p| p.take_if_done()) {
+                let unfinished = unfinished.map_err(|e| StageError::Probe(e.to_string()))?;
                 if unfinished.is_empty() {
                     tracing::info!(
                         "cluster stage: no partitions here, and the group's input is done"
@@ -385,8 +376,37 @@ pub async fn run_clusters(
                 }
                 tracing::info!(unfinished = ?unfinished, "cluster stage: no partitions assigned here; waiting for a rebalance or the group's input");
             }
+            let ask = probe.as_ref().is_none_or(Probe::due);
+            if ask && since.elapsed() >= Duration::from_secs(2) {
+                // A full metadata answer lets librdkafka see a subscribed
+                // topic the assignment missed and rejoin; without one it
+                // waits for its periodic refresh, five minutes by default.
+                // Nothing happens when the subscription did not change.
+                if let Err(e) = tokio::task::block_in_place(|| {
+                    consumer.fetch_metadata(None, Duration::from_secs(1))
+                }) {
+                    tracing::warn!(error = %e, "cluster stage: metadata refresh failed");
+                }
+                // Off this loop: it takes seconds on a slow broker, and the
+                // consumer must keep polling within max.poll.interval.ms.
+                let (own, group, topic) = (
+                    stage.own.clone(),
+                    group.clone(),
+                    cfg.topics.features.clone(),
+                );
+                probe = Some(Probe::spawn(move || {
+                    crate::source::unfinished_in(
+                        &own,
+                        &group,
+                        &topic,
+                        &BTreeSet::new(),
+                        Duration::from_secs(5),
+                    )
+                }));
+            }
         } else {
             idle_since = None;
+            probe = None;
         }
     }
     stage.publish();
@@ -438,6 +458,47 @@ async fn stage_metadata(
         }
         tracing::warn!(reason = %last, "cluster stage: metadata incomplete; asking again");
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A blocking question asked on its own thread; the loop looks for the
+/// answer each turn and asks again two seconds after it came.
+struct Probe {
+    handle: Option<tokio::task::JoinHandle<Result<Vec<i32>, crate::source::SourceError>>>,
+    answered: Option<Instant>,
+}
+
+impl Probe {
+    fn spawn(
+        f: impl FnOnce() -> Result<Vec<i32>, crate::source::SourceError> + Send + 'static,
+    ) -> Self {
+        Probe {
+            handle: Some(tokio::task::spawn_blocking(f)),
+            answered: None,
+        }
+    }
+
+    /// Answered two seconds ago or more: time to ask again.
+    fn due(&self) -> bool {
+        self.handle.is_none()
+            && self
+                .answered
+                .is_some_and(|t| t.elapsed() >= Duration::from_secs(2))
+    }
+
+    /// The answer, once, when it has come.
+    fn take_if_done(&mut self) -> Option<Result<Vec<i32>, crate::source::SourceError>> {
+        if !self.handle.as_ref()?.is_finished() {
+            return None;
+        }
+        let handle = self.handle.take()?;
+        self.answered = Some(Instant::now());
+        Some(match futures::executor::block_on(handle) {
+            Ok(r) => r,
+            Err(e) => Err(crate::source::SourceError::Rejected(format!(
+                "the probe's thread failed: {e}"
+            ))),
+        })
     }
 }
 
