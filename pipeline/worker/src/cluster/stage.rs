@@ -361,7 +361,11 @@ pub async fn run_clusters(
             let since = *idle_since.get_or_insert_with(Instant::now);
             if let Some(unfinished) = probe.as_mut().and_then(|p| p.take_if_done()) {
                 let unfinished = unfinished.map_err(|e| StageError::Probe(e.to_string()))?;
-                if unfinished.is_empty() {
+                // Input committed to its end means done only once the
+                // account stage is: before, an empty features topic would
+                // look finished too. (A member with partitions knows from
+                // the upstream's final marks; one without has none.)
+                if unfinished.is_empty() && options.upstream_done {
                     tracing::info!(
                         "cluster stage: no partitions here, and the group's input is done"
                     );
