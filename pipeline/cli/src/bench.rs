@@ -368,8 +368,7 @@ fn print_jobs(jobs: &[JobRow], out: &mut dyn Write) -> Result<()> {
     let total: f64 = jobs.iter().map(|j| j.seconds).sum();
     writeln!(
         out,
-        "
-the jobs' runs (raw windows, revisions, roll-ups): {total:.2} s in all; the costliest:"
+        "\nthe jobs' runs (raw windows, revisions, roll-ups): {total:.2} s in all; the costliest:"
     )?;
     for j in jobs.iter().take(10) {
         writeln!(

@@ -228,10 +228,7 @@ fn partitions_of(cfg: &Config, topic: &str) -> Option<i32> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let c: BaseConsumer = cfg.client_config().create().ok()?;
     let md = c.fetch_metadata(None, Duration::from_secs(10)).ok()?;
-    match distill_watch::topics::partition_count(&md, topic) {
-        0 => None,
-        n => Some(n as i32),
-    }
+    distill_watch::topics::partitions(&md, topic)
 }
 
 fn format_of(path: &Path, given: Option<ReplayFormat>) -> Result<ReplayFormat> {

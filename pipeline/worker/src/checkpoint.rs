@@ -193,10 +193,7 @@ impl Checkpoints {
                     Some(Err(KafkaError::PartitionEOF(cp))) => {
                         reading.remove(&cp);
                     }
-                    Some(Err(e)) if crate::connect::transient(&e) => {
-                        tracing::warn!(error = %e, "consumer error; librdkafka retries");
-                    }
-                    Some(Err(e)) => return Err(e.into()),
+                    Some(Err(e)) => crate::connect::ride_out(e)?,
                     Some(Ok(m)) => {
                         first_offset.entry(m.partition()).or_insert(m.offset());
                         let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
@@ -218,15 +215,7 @@ impl Checkpoints {
                     .filter(|(_, &p)| self.partition_for(p) == cp)
                     .all(|(k, _)| found.contains_key(k));
                 let marks = cached_watermarks(consumer.client(), &self.topic, cp);
-                let covered = match (first_offset.get(&cp), marks) {
-                    // The look started at the log's start: what it did not
-                    // find is not there. (Its first record can lie past the
-                    // start: aborted records and markers are never seen.)
-                    (_, Some((low, high))) if high - tail <= low => true,
-                    (Some(&first), Some((low, _))) => first <= low,
-                    (None, Some(_)) => false,
-                    _ => true,
-                };
+                let covered = covered(first_offset.get(&cp).copied(), marks, tail);
                 if !complete && !covered {
                     next.insert(cp, next_tail(tail, marks));
                 }
@@ -289,10 +278,7 @@ impl Checkpoints {
                     Some(Err(KafkaError::PartitionEOF(cp))) => {
                         reading.remove(&cp);
                     }
-                    Some(Err(e)) if crate::connect::transient(&e) => {
-                        tracing::warn!(error = %e, "consumer error; librdkafka retries");
-                    }
-                    Some(Err(e)) => return Err(e.into()),
+                    Some(Err(e)) => crate::connect::ride_out(e)?,
                     Some(Ok(m)) => {
                         first_offset.entry(m.partition()).or_insert(m.offset());
                         let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
@@ -340,15 +326,7 @@ impl Checkpoints {
                     });
                 // Did this look start at the beginning of the log?
                 let marks = cached_watermarks(consumer.client(), &self.topic, cp);
-                let covered = match (first_offset.get(&cp), marks) {
-                    // The look started at the log's start: what it did not
-                    // find is not there. (Its first record can lie past the
-                    // start: aborted records and markers are never seen.)
-                    (_, Some((low, high))) if high - tail <= low => true,
-                    (Some(&first), Some((low, _))) => first <= low,
-                    (None, Some(_)) => false,
-                    _ => true,
-                };
+                let covered = covered(first_offset.get(&cp).copied(), marks, tail);
                 if !complete && !covered {
                     next.insert(cp, next_tail(tail, marks));
                 }
@@ -388,7 +366,20 @@ impl Checkpoints {
     }
 }
 
-/// (input partition, job, window end) of a roll-up key of one of ours.
+/// Did a look `tail` records back, whose first record read was `first`,
+/// cover the partition from its start? Unknown watermarks count as covered.
+fn covered(first: Option<i64>, watermarks: Option<(i64, i64)>, tail: i64) -> bool {
+    match (first, watermarks) {
+        // The look started at the log's start: what it did not find is not
+        // there. (Its first record can lie past the start: aborted records
+        // and markers are never seen.)
+        (_, Some((low, high))) if high - tail <= low => true,
+        (Some(first), Some((low, _))) => first <= low,
+        (None, Some(_)) => false,
+        (_, None) => true,
+    }
+}
+
 /// The next, longer look back from the end of a checkpoint partition: eight
 /// times the last, never past the partition's length (when known) nor past
 /// what librdkafka can express. On a slow broker a look may see nothing and
@@ -400,6 +391,7 @@ fn next_tail(tail: i64, watermarks: Option<(i64, i64)>) -> i64 {
     tail.saturating_mul(8).min(cap).max(tail.min(MAX_TAIL))
 }
 
+/// (input partition, job, window end) of a roll-up key of one of ours.
 fn parse_rollup_key(prefixes: &BTreeMap<String, i32>, key: &str) -> Option<(i32, String, i64)> {
     let (prefix, p) = prefixes
         .iter()
@@ -435,6 +427,8 @@ fn live_rollups<'a>(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn the_look_back_grows_eightfold_up_to_the_partition_and_never_overflows() {
         assert_eq!(next_tail(100, None), 800);
@@ -454,8 +448,6 @@ mod tests {
             );
         }
     }
-
-    use super::*;
 
     #[test]
     fn keys_separate_group_topic_and_partition() {

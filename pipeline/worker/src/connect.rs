@@ -119,6 +119,17 @@ pub fn transient(e: &KafkaError) -> bool {
     }
 }
 
+/// A polled error of a read with a deadline: logged and ridden out when
+/// [`transient`] (the read keeps polling), returned otherwise.
+pub fn ride_out(e: KafkaError) -> Result<(), KafkaError> {
+    if transient(&e) {
+        tracing::warn!(error = %e, "consumer error; librdkafka retries");
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
 /// [`check`] from async code, off the runtime's threads.
 pub async fn check_async(cfg: &Config, timeout: Duration) -> Result<(), ConnectError> {
     let cfg = cfg.clone();

@@ -686,10 +686,6 @@ pub async fn run_job(ctx: &SessionContext, job: &Job) -> Result<RecordBatch, Job
     normalize_output(job, batch)
 }
 
-/// Run `job` over `rows`, bound to its input table: through its plan
-/// prepared at load time when the rows have the schema it was planned for
-/// (always, for rows this worker made), else planned afresh, as rows held
-/// by an older version and read back from a checkpoint may need.
 /// Time spent running each job (every run of [`run_bound`] in this
 /// process), for `bench` and whoever asks which job costs what.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -707,6 +703,10 @@ pub fn job_times() -> BTreeMap<String, JobTime> {
     JOB_TIMES.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// Run `job` over `rows`, bound to its input table: through its plan
+/// prepared at load time when the rows have the schema it was planned for
+/// (always, for rows this worker made), else planned afresh, as rows held
+/// by an older version and read back from a checkpoint may need.
 pub async fn run_bound(
     job: &Job,
     prepared: Option<&Prepared>,

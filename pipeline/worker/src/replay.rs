@@ -426,10 +426,7 @@ impl Reader {
                     return Ok((None, high(&self.consumer)));
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(e)) if crate::connect::transient(&e) => {
-                    tracing::warn!(error = %e, "consumer error; librdkafka retries");
-                }
-                Some(Err(e)) => return Err(e.into()),
+                Some(Err(e)) => crate::connect::ride_out(e)?,
             }
         }
         Err(ReplayError::ReadTimeout {
@@ -725,10 +722,7 @@ impl ReplaySource {
                         }
                     }
                 }
-                Some(Err(e)) if crate::connect::transient(&e) => {
-                    tracing::warn!(error = %e, "consumer error; librdkafka retries");
-                }
-                Some(Err(e)) => return Err(e.into()),
+                Some(Err(e)) => crate::connect::ride_out(e)?,
             }
             if Instant::now() >= deadline {
                 break;
@@ -953,10 +947,7 @@ impl TopicOutput {
                 .client()
                 .fetch_metadata(None, Duration::from_secs(30))
         })?;
-        let partitions = match crate::topics::partition_count(&md, topic) {
-            0 => partitions,
-            n => n as i32,
-        };
+        let partitions = crate::topics::partitions(&md, topic).unwrap_or(partitions);
         Ok(TopicOutput {
             producer,
             topic: topic.to_string(),

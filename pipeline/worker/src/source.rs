@@ -602,10 +602,7 @@ pub fn unfinished_in(
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 waiting.remove(&p);
             }
-            Some(Err(e)) if crate::connect::transient(&e) => {
-                tracing::warn!(error = %e, "consumer error; librdkafka retries");
-            }
-            Some(Err(e)) => return Err(e.into()),
+            Some(Err(e)) => crate::connect::ride_out(e)?,
         }
     }
     out.extend(waiting);
@@ -679,10 +676,7 @@ pub fn read_to_end(
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 pending.remove(&p);
             }
-            Some(Err(e)) if crate::connect::transient(&e) => {
-                tracing::warn!(error = %e, "consumer error; librdkafka retries");
-            }
-            Some(Err(e)) => return Err(e.into()),
+            Some(Err(e)) => crate::connect::ride_out(e)?,
         }
     }
     Ok(out)

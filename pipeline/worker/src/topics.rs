@@ -98,11 +98,6 @@ pub enum TopicError {
     },
 }
 
-/// Creates `specs` (treating "already exists" as success when the partition
-/// count matches), then polls metadata until every topic is there with all its
-/// partitions having a leader.
-///
-/// Replication factor is the broker default (`-1`, KIP-464).
 /// Partitions of `topic` in `md` (0 when it is missing or in error).
 pub fn partition_count(md: &rdkafka::metadata::Metadata, topic: &str) -> usize {
     md.topics()
@@ -111,6 +106,20 @@ pub fn partition_count(md: &rdkafka::metadata::Metadata, topic: &str) -> usize {
         .map_or(0, |t| t.partitions().len())
 }
 
+/// [`partition_count`] as a partition number to place records with: `None`
+/// when the topic is missing, in error or without partitions.
+pub fn partitions(md: &rdkafka::metadata::Metadata, topic: &str) -> Option<i32> {
+    match partition_count(md, topic) {
+        0 => None,
+        n => Some(n as i32),
+    }
+}
+
+/// Creates `specs` (treating "already exists" as success when the partition
+/// count matches), then polls metadata until every topic is there with all its
+/// partitions having a leader.
+///
+/// Replication factor is the broker default (`-1`, KIP-464).
 pub async fn create_topics(
     bootstrap_config: &ClientConfig,
     specs: &[TopicSpec],

@@ -289,10 +289,7 @@ pub async fn run_clusters(
     })?;
     consumer.subscribe(&[cfg.topics.features.as_str()])?;
     let md = stage_metadata(&consumer, cfg).await?;
-    let partitions_of = |topic: &str| match crate::topics::partition_count(&md, topic) {
-        0 => None,
-        n => Some(n as i32),
-    };
+    let partitions_of = |topic: &str| crate::topics::partitions(&md, topic);
     let cp_partitions = partitions_of(&cfg.topics.checkpoints).unwrap_or(1) as usize;
     let mut stage = Stage {
         cfg,
@@ -492,12 +489,11 @@ impl Probe {
 
     /// The answer, once, when it has come.
     fn take_if_done(&mut self) -> Option<Result<Vec<i32>, crate::source::SourceError>> {
-        if !self.handle.as_ref()?.is_finished() {
-            return None;
-        }
-        let handle = self.handle.take()?;
+        use futures::FutureExt;
+        let answer = self.handle.as_mut()?.now_or_never()?;
+        self.handle = None;
         self.answered = Some(Instant::now());
-        Some(match futures::executor::block_on(handle) {
+        Some(match answer {
             Ok(r) => r,
             Err(e) => Err(crate::source::SourceError::Rejected(format!(
                 "the probe's thread failed: {e}"
