@@ -196,15 +196,36 @@ fn tls_proxy(
         .map_err(|e| format!("{}: {e}", cert.display()))?;
     let acceptor = Arc::new(acceptor.build());
     std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
+        for client in listener.incoming() {
+            // Said, not skipped: a client whose connection is never
+            // accepted waits out its 30 s connection timeout, and a test
+            // that expected a quick TLS refusal fails without a cause.
+            let client = match client {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("integration-tests: TLS proxy: accept: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
             let acceptor = acceptor.clone();
             std::thread::spawn(move || {
-                // A client that refuses our certificate ends here.
-                let Ok(tls) = acceptor.accept(client) else {
-                    return;
+                // A client that stalls mid-handshake gives up the thread.
+                let _ = client.set_read_timeout(Some(Duration::from_secs(10)));
+                let tls = match acceptor.accept(client) {
+                    Ok(tls) => tls,
+                    // A client that refuses our certificate ends here.
+                    Err(e) => {
+                        eprintln!("integration-tests: TLS proxy: handshake: {e}");
+                        return;
+                    }
                 };
-                if let Ok(server) = TcpStream::connect(upstream) {
-                    let _ = relay(tls, server);
+                let _ = tls.get_ref().set_read_timeout(None);
+                match TcpStream::connect(upstream) {
+                    Ok(server) => {
+                        let _ = relay(tls, server);
+                    }
+                    Err(e) => eprintln!("integration-tests: TLS proxy: {upstream}: {e}"),
                 }
             });
         }

@@ -315,24 +315,38 @@ fn cli_within(
     envs: &[(&str, &str)],
     limit: Duration,
 ) -> (std::process::Output, Duration) {
+    // Output to files, not pipes: a child writing more than a pipe holds
+    // would block on it while this loop only waits for it to exit.
+    let out = std::env::temp_dir().join(integration_tests::unique_name("cli-out"));
+    let err = out.with_extension("err");
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_distill-watch"))
         .arg("--config")
         .arg(config)
         .args(args)
         .envs(envs.iter().copied())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
         .unwrap();
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         if started.elapsed() > limit {
             let _ = child.kill();
-            break;
+            break child.wait().unwrap();
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-    (child.wait_with_output().unwrap(), started.elapsed())
+    };
+    let output = std::process::Output {
+        status,
+        stdout: std::fs::read(&out).unwrap(),
+        stderr: std::fs::read(&err).unwrap(),
+    };
+    let _ = std::fs::remove_file(out);
+    let _ = std::fs::remove_file(err);
+    (output, started.elapsed())
 }
 
 #[test]
