@@ -197,7 +197,27 @@ pub struct EventSource {
     /// A message received together with a rebalance; it belongs to the
     /// next poll.
     stash: Option<(Side, RawMessage)>,
+    /// The end-of-group question in flight, on its own thread.
+    probe: Mutex<Option<GroupProbe>>,
 }
+
+/// [`unfinished_partitions`] and the checkpoints' look at held roll-up
+/// rows, asked on a thread of their own: on a slow broker they take
+/// longer than a consumer may go between polls (`max.poll.interval.ms`),
+/// and a worker that has finished its own partitions must stay in its
+/// group while it asks whether the others have.
+struct GroupProbe {
+    /// The `done` set it was asked with: an answer about another set is
+    /// not an answer.
+    asked: BTreeSet<TopicPartition>,
+    answer: std::sync::mpsc::Receiver<Result<Vec<TopicPartition>, SourceError>>,
+}
+
+/// How long [`Source::unfinished`] waits for a probe it has just started
+/// before it answers "not known yet": long enough for one on a healthy
+/// broker (a bounded run then ends as soon as it could), well inside the
+/// poll interval.
+const PROBE_WAIT: Duration = Duration::from_secs(1);
 
 /// librdkafka settings the worker owns: changing them would break offset
 /// handling or co-partitioning.
@@ -255,6 +275,7 @@ impl EventSource {
             bootstrap: cfg.kafka.bootstrap_servers.clone(),
             partitions: 0,
             stash: None,
+            probe: Mutex::new(None),
         };
         source.partitions = source.check_topics()?;
         source
@@ -303,6 +324,45 @@ impl EventSource {
                 source: Box::new(source),
             })?;
         Ok(crate::topics::partition_count(&md, topic))
+    }
+
+    /// Start [`unfinished_partitions`] for `done`, then, when the input is
+    /// committed to its end, the look at the checkpoints: an owner may
+    /// still be evaluating roll-up windows after its input ends (its
+    /// newest checkpoint still counts held rows). Not asked of this
+    /// worker's own pairs, which are done.
+    fn spawn_probe(&self, done: &BTreeSet<TopicPartition>) -> GroupProbe {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let cfg = self.cfg.clone();
+        let asked = done.clone();
+        let parts: Vec<i32> = (0..self.partitions() as i32)
+            .filter(|p| !done.contains(&(Side::Requests, *p)))
+            .collect();
+        std::thread::spawn(move || {
+            let answer = (|| {
+                let mut out = unfinished_partitions(&cfg, Duration::from_secs(5), &asked)?;
+                if out.is_empty() && !parts.is_empty() {
+                    let n = checkpoint_partitions(&cfg)?;
+                    let checkpoints = crate::checkpoint::Checkpoints::new(&cfg, n);
+                    let topics = [cfg.topics.requests.as_str(), cfg.topics.responses.as_str()];
+                    let resumes = checkpoints
+                        .read_resumes(topics, &parts, cfg.worker.read_timeout)
+                        .map_err(|e| SourceError::Rejected(format!("reading checkpoints: {e}")))?;
+                    for (p, r) in resumes {
+                        if r.values().any(|c| c.rollups > 0) {
+                            out.push((Side::Requests, p));
+                        }
+                    }
+                }
+                Ok(out)
+            })();
+            // The worker may have stopped waiting; nobody to tell then.
+            let _ = tx.send(answer);
+        });
+        GroupProbe {
+            asked: done.clone(),
+            answer: rx,
+        }
     }
 
     fn list(&self, parts: &[TopicPartition]) -> TopicPartitionList {
@@ -409,8 +469,10 @@ impl Source for EventSource {
         &self,
         done: &BTreeSet<TopicPartition>,
     ) -> Result<Vec<TopicPartition>, SourceError> {
-        // Well inside max.poll.interval.ms: a partition not answered in
-        // time counts as unfinished and is asked again at the next probe.
+        // Answered from a probe on its own thread (see GroupProbe), so the
+        // consumer keeps polling; a partition not answered within the
+        // probe's budgets counts as unfinished and is asked again at the
+        // next probe.
         let all: BTreeSet<TopicPartition> = (0..self.partitions() as i32)
             .flat_map(|p| [(Side::Requests, p), (Side::Responses, p)])
             .collect();
@@ -418,42 +480,36 @@ impl Source for EventSource {
             // Nothing to ask the broker: no probe consumers, no metadata.
             return Ok(Vec::new());
         }
-        tokio::task::block_in_place(|| {
-            if done.is_empty() {
-                // Nothing assigned here: a full metadata answer lets
-                // librdkafka rejoin if the assignment was made while the
-                // topics' metadata was missing (it would otherwise wait
-                // for its periodic refresh). No rejoin if nothing changed.
+        if done.is_empty() {
+            // Nothing assigned here: a full metadata answer lets librdkafka
+            // rejoin if the assignment was made while the topics' metadata
+            // was missing (it would otherwise wait for its periodic
+            // refresh). No rejoin if nothing changed.
+            tokio::task::block_in_place(|| {
                 if let Err(e) = self.consumer.fetch_metadata(None, Duration::from_secs(5)) {
                     tracing::warn!(error = %e, "metadata refresh failed");
                 }
+            });
+        }
+        let mut slot = self.probe.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_none_or(|p| p.asked != *done) {
+            // A probe about another set is left to finish on its own.
+            *slot = Some(self.spawn_probe(done));
+        }
+        let probe = slot.as_ref().expect("set above");
+        let answer = match tokio::task::block_in_place(|| probe.answer.recv_timeout(PROBE_WAIT)) {
+            Ok(answer) => answer,
+            // Not answered yet: every partition this worker has not
+            // finished itself counts as unfinished until it is.
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                return Ok(all.difference(done).copied().collect());
             }
-            let mut out = unfinished_partitions(&self.cfg, Duration::from_secs(5), done)?;
-            // Input committed to its end, but an owner may still be
-            // evaluating roll-up windows after it (end of input): its
-            // newest checkpoint still counts held rows. Not asked of this
-            // worker's own pairs, which are done.
-            let parts: Vec<i32> = (0..self.partitions() as i32)
-                .filter(|p| !done.contains(&(Side::Requests, *p)))
-                .collect();
-            if out.is_empty() && !parts.is_empty() {
-                let n = self.partition_count(&self.cfg.topics.checkpoints)?;
-                let checkpoints = crate::checkpoint::Checkpoints::new(&self.cfg, n);
-                let topics = [
-                    self.cfg.topics.requests.as_str(),
-                    self.cfg.topics.responses.as_str(),
-                ];
-                let resumes = checkpoints
-                    .read_resumes(topics, &parts, self.cfg.worker.read_timeout)
-                    .map_err(|e| SourceError::Rejected(format!("reading checkpoints: {e}")))?;
-                for (p, r) in resumes {
-                    if r.values().any(|c| c.rollups > 0) {
-                        out.push((Side::Requests, p));
-                    }
-                }
-            }
-            Ok(out)
-        })
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(SourceError::Rejected(
+                "the end-of-group probe's thread ended without an answer".into(),
+            )),
+        };
+        *slot = None;
+        answer
     }
 
     /// Synchronously.
@@ -549,6 +605,21 @@ pub fn unfinished_partitions(
     }
     out.sort();
     Ok(out)
+}
+
+/// Partition count of the checkpoints topic, asked with a client of its
+/// own (for a probe off the worker's thread). Blocking.
+fn checkpoint_partitions(cfg: &Config) -> Result<usize, SourceError> {
+    let topic = &cfg.topics.checkpoints;
+    let consumer: BaseConsumer = cfg.client_config().create()?;
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(|source| SourceError::Metadata {
+            bootstrap: cfg.kafka.bootstrap_servers.clone(),
+            topic: topic.clone(),
+            source: Box::new(source),
+        })?;
+    Ok(crate::topics::partition_count(&md, topic))
 }
 
 /// The partitions of `topic`, but `skip`, where `group`'s committed offset
