@@ -12,8 +12,10 @@
 # Same install location and version as pipeline/src/local_broker.rs:
 #   ${DISTILL_WATCH_CACHE:-$HOME/.cache/distill-watch}/nisshi-<version>/bin/nisshi
 # (or the binary named by $DISTILL_WATCH_NISSHI). Storage is in memory: a
-# restart loses all topics and data. The broker does not auto-create topics;
-# create them with `distill-watch topics create`. Clients must use
+# restart loses all topics and data. Create the topics with `distill-watch
+# topics create`: the broker does create a topic a client produces to, but
+# with its default partition count and settings (pinned by
+# integration-tests/tests/broker_behaviour.rs). Clients must use
 # 127.0.0.1:PORT, not localhost.
 set -euo pipefail
 
