@@ -23,6 +23,9 @@ use distill_watch::config::{Config, DEFAULTS_TOML, ENV_PREFIX};
 use distill_watch::redact::scrub;
 use flags::{Cli, Command, ConfigArgs, JobsAction, RunArgs, TopicsAction};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     distill_watch::redact::register_from_env(ENV_PREFIX);
