@@ -214,7 +214,8 @@ struct GroupProbe {
 }
 
 /// How long [`Source::unfinished`] waits for a probe it has just started
-/// before it answers "not known yet": long enough for one on a healthy
+/// before it answers "not known yet" (a probe already in flight is not
+/// waited for): long enough for one on a healthy
 /// broker (a bounded run then ends as soon as it could), well inside the
 /// poll interval.
 const PROBE_WAIT: Duration = Duration::from_secs(1);
@@ -492,12 +493,16 @@ impl Source for EventSource {
             });
         }
         let mut slot = self.probe.lock().unwrap_or_else(|e| e.into_inner());
+        // Only a probe started now is waited for; one already in flight is
+        // only looked at, so a slow broker costs the loop nothing more.
+        let mut wait = Duration::ZERO;
         if slot.as_ref().is_none_or(|p| p.asked != *done) {
             // A probe about another set is left to finish on its own.
             *slot = Some(self.spawn_probe(done));
+            wait = PROBE_WAIT;
         }
         let probe = slot.as_ref().expect("set above");
-        let answer = match tokio::task::block_in_place(|| probe.answer.recv_timeout(PROBE_WAIT)) {
+        let answer = match tokio::task::block_in_place(|| probe.answer.recv_timeout(wait)) {
             Ok(answer) => answer,
             // Not answered yet: every partition this worker has not
             // finished itself counts as unfinished until it is.
