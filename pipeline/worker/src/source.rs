@@ -311,20 +311,10 @@ impl EventSource {
         self.partitions
     }
 
-    /// Partition count of `topic` (0 when it does not exist). Asks for every
-    /// topic's metadata, not this one's: a broker that auto-creates topics
-    /// (the local one does, on a metadata request naming them) must not
-    /// create it here with its default settings.
+    /// Partition count of `topic` (0 when it does not exist), as
+    /// [`partition_count_with`] asks it.
     pub fn partition_count(&self, topic: &str) -> Result<usize, SourceError> {
-        let md = self
-            .consumer
-            .fetch_metadata(None, Duration::from_secs(10))
-            .map_err(|source| SourceError::Metadata {
-                bootstrap: self.bootstrap.clone(),
-                topic: topic.to_string(),
-                source: Box::new(source),
-            })?;
-        Ok(crate::topics::partition_count(&md, topic))
+        partition_count_with(&self.consumer, &self.bootstrap, topic)
     }
 
     /// Start [`unfinished_partitions`] for `done`, then, when the input is
@@ -343,7 +333,13 @@ impl EventSource {
             let answer = (|| {
                 let mut out = unfinished_partitions(&cfg, Duration::from_secs(5), &asked)?;
                 if out.is_empty() && !parts.is_empty() {
-                    let n = checkpoint_partitions(&cfg)?;
+                    // A client of its own: this runs off the worker's thread.
+                    let client: BaseConsumer = cfg.client_config().create()?;
+                    let n = partition_count_with(
+                        &client,
+                        &cfg.kafka.bootstrap_servers,
+                        &cfg.topics.checkpoints,
+                    )?;
                     let checkpoints = crate::checkpoint::Checkpoints::new(&cfg, n);
                     let topics = [cfg.topics.requests.as_str(), cfg.topics.responses.as_str()];
                     let resumes = checkpoints
@@ -612,16 +608,21 @@ pub fn unfinished_partitions(
     Ok(out)
 }
 
-/// Partition count of the checkpoints topic, asked with a client of its
-/// own (for a probe off the worker's thread). Blocking.
-fn checkpoint_partitions(cfg: &Config) -> Result<usize, SourceError> {
-    let topic = &cfg.topics.checkpoints;
-    let consumer: BaseConsumer = cfg.client_config().create()?;
+/// Partition count of `topic` (0 when it does not exist), asked through
+/// `consumer`. Asks for every topic's metadata, not this one's: a broker
+/// that auto-creates topics (the local one does, on a metadata request
+/// naming them) must not create it here with its default settings.
+/// Blocking.
+fn partition_count_with<X: ConsumerContext, C: Consumer<X>>(
+    consumer: &C,
+    bootstrap: &str,
+    topic: &str,
+) -> Result<usize, SourceError> {
     let md = consumer
         .fetch_metadata(None, Duration::from_secs(10))
         .map_err(|source| SourceError::Metadata {
-            bootstrap: cfg.kafka.bootstrap_servers.clone(),
-            topic: topic.clone(),
+            bootstrap: bootstrap.to_string(),
+            topic: topic.to_string(),
             source: Box::new(source),
         })?;
     Ok(crate::topics::partition_count(&md, topic))
