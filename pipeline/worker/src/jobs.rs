@@ -372,11 +372,6 @@ pub struct JobSet {
     ///
     /// [`Detector::load`]: crate::process::Detector::load
     pub plans: crate::plan::JobPlans,
-    /// Raw jobs evaluated together in one aggregation (see
-    /// [`crate::fuse`]), planned by [`Detector::load`]; none before.
-    ///
-    /// [`Detector::load`]: crate::process::Detector::load
-    pub fused: Arc<Vec<crate::fuse::FusedJobs>>,
 }
 
 impl JobSet {
@@ -481,7 +476,6 @@ impl JobSet {
             window_ms,
             dir: dir.to_path_buf(),
             plans: BTreeMap::new(),
-            fused: Arc::default(),
         })
     }
 
@@ -721,17 +715,12 @@ pub async fn run_bound(
     let started = std::time::Instant::now();
     let rows_in: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
     let out = run_bound_untimed(job, prepared, rows).await;
-    record_job_time(&job.name, rows_in, started.elapsed());
-    out
-}
-
-/// Count one run of `name` over `rows_in` rows in [`job_times`].
-pub(crate) fn record_job_time(name: &str, rows_in: u64, took: std::time::Duration) {
     let mut times = JOB_TIMES.lock().unwrap_or_else(|e| e.into_inner());
-    let t = times.entry(name.to_string()).or_default();
+    let t = times.entry(job.name.clone()).or_default();
     t.runs += 1;
     t.rows_in += rows_in;
-    t.time += took;
+    t.time += started.elapsed();
+    out
 }
 
 async fn run_bound_untimed(
@@ -779,7 +768,7 @@ async fn run_bound_untimed(
     }
 }
 
-pub(crate) fn normalize_output(job: &Job, batch: RecordBatch) -> Result<RecordBatch, JobError> {
+fn normalize_output(job: &Job, batch: RecordBatch) -> Result<RecordBatch, JobError> {
     let out_err = |message: String| JobError::Output {
         job: job.name.clone(),
         message,

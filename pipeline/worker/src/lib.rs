@@ -13,7 +13,6 @@ pub mod connect;
 pub mod decode;
 pub mod enrich;
 pub mod functions;
-pub mod fuse;
 pub mod golden;
 pub mod io;
 pub mod jobs;

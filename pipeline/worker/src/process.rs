@@ -122,7 +122,6 @@ impl Detector {
         let plans;
         (d.events_schema, d.features, plans) = d.dry_run().await?;
         d.jobs.plans = plans;
-        d.jobs.fused = Arc::new(crate::fuse::plan_groups(&d.jobs, &d.events_schema).await?);
         let missing = d.model.missing_features(&d.features);
         if !missing.is_empty() {
             return Err(ProcessError::MissingFeatures {
@@ -343,41 +342,12 @@ impl Detector {
         events: RecordBatch,
         which: impl Fn(&Job) -> bool,
     ) -> Result<Vec<(String, RecordBatch)>, ProcessError> {
-        let mut fused: BTreeMap<String, RecordBatch> = BTreeMap::new();
-        for group in self.jobs.fused.iter() {
-            let all = group.jobs().all(|n| self.jobs.get(n).is_some_and(&which));
-            if all {
-                fused.extend(group.run(&self.jobs, events.clone()).await?);
-            }
-        }
         let mut out = Vec::new();
         for job in self
             .jobs
             .jobs
             .iter()
             .filter(|j| j.input == JobInput::Events && which(j))
-        {
-            let batch = match fused.remove(&job.name) {
-                Some(batch) => batch,
-                None => self.jobs.run(job, vec![events.clone()]).await?,
-            };
-            out.push((job.name.clone(), batch));
-        }
-        Ok(out)
-    }
-
-    /// [`Detector::run_raw`] with every job run alone, as `jobs test` and
-    /// `jobs explain` see them: what the combined evaluation must equal.
-    pub async fn run_raw_alone(
-        &self,
-        events: RecordBatch,
-    ) -> Result<Vec<(String, RecordBatch)>, ProcessError> {
-        let mut out = Vec::new();
-        for job in self
-            .jobs
-            .jobs
-            .iter()
-            .filter(|j| j.input == JobInput::Events)
         {
             out.push((
                 job.name.clone(),
