@@ -104,6 +104,14 @@ fn assert_daily_roll_up_counts_every_request(scores: &[Rec]) {
     );
 }
 
+/// How long before a kill a killed worker's last cycle may have begun: its
+/// records are stamped when the cycle starts sending, and producing them,
+/// awaiting their acknowledgements and committing take longer on a busy
+/// machine. 3 s was once too short on one also running a release build
+/// and a benchmark (a local CI run: one record repeated, "0 copies produced
+/// just before a SIGKILL").
+const UNFINISHED_CYCLE_MS: i64 = 10_000;
+
 /// Assert that `topic` holds exactly `reference`, each record once.
 ///
 /// On nisshi, which shows aborted transactions' records to read_committed
@@ -114,13 +122,6 @@ fn assert_daily_roll_up_counts_every_request(scores: &[Rec]) {
 /// the [`UNFINISHED_CYCLE_MS`] before one of the `kills`: the killed
 /// worker's unfinished cycle. A record repeated any other way, missing or
 /// not in the reference fails.
-/// How long before a kill a killed worker's last cycle may have begun: a
-/// record is stamped when its window is scored, and a step scores for up
-/// to 1 s before it produces and commits. 3 s was once too short on a
-/// machine also running a release build and a benchmark (a local CI run:
-/// one record repeated, "0 copies produced just before a SIGKILL").
-const UNFINISHED_CYCLE_MS: i64 = 10_000;
-
 fn assert_same(what: &str, topic: &str, reference: &[Rec], kills: &[i64]) {
     let seen = read_records(topic);
     let mut got: Vec<Rec> = seen.iter().map(|(r, _)| r.clone()).collect();
