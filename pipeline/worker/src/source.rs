@@ -201,16 +201,46 @@ pub struct EventSource {
     probe: Mutex<Option<GroupProbe>>,
 }
 
+/// A blocking question about the group asked on a thread of its own: on a
+/// slow broker it takes longer than a consumer may go between polls
+/// (`max.poll.interval.ms`), and a worker that has finished its own
+/// partitions must stay in its group while it asks whether the others
+/// have. Both stages' end-of-group probes use it.
+pub(crate) struct Background<V> {
+    answer: std::sync::mpsc::Receiver<Result<V, SourceError>>,
+}
+
+impl<V: Send + 'static> Background<V> {
+    pub(crate) fn spawn(f: impl FnOnce() -> Result<V, SourceError> + Send + 'static) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // The asker may have stopped waiting; nobody to tell then.
+            let _ = tx.send(f());
+        });
+        Background { answer: rx }
+    }
+
+    /// The answer, if it comes within `wait` (zero: only look). Taken
+    /// once: drop this after it came. Blocking for up to `wait`.
+    pub(crate) fn within(&self, wait: Duration) -> Option<Result<V, SourceError>> {
+        use std::sync::mpsc::RecvTimeoutError;
+        match self.answer.recv_timeout(wait) {
+            Ok(answer) => Some(answer),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => Some(Err(SourceError::Rejected(
+                "the end-of-group probe's thread ended without an answer".into(),
+            ))),
+        }
+    }
+}
+
 /// [`unfinished_partitions`] and the checkpoints' look at held roll-up
-/// rows, asked on a thread of their own: on a slow broker they take
-/// longer than a consumer may go between polls (`max.poll.interval.ms`),
-/// and a worker that has finished its own partitions must stay in its
-/// group while it asks whether the others have.
+/// rows, asked in the [`Background`].
 struct GroupProbe {
     /// The `done` set it was asked with: an answer about another set is
     /// not an answer.
     asked: BTreeSet<TopicPartition>,
-    answer: std::sync::mpsc::Receiver<Result<Vec<TopicPartition>, SourceError>>,
+    answer: Background<Vec<TopicPartition>>,
 }
 
 /// How long [`Source::unfinished`] waits for a probe it has just started
@@ -323,42 +353,37 @@ impl EventSource {
     /// newest checkpoint still counts held rows). Not asked of this
     /// worker's own pairs, which are done.
     fn spawn_probe(&self, done: &BTreeSet<TopicPartition>) -> GroupProbe {
-        let (tx, rx) = std::sync::mpsc::channel();
         let cfg = self.cfg.clone();
         let asked = done.clone();
         let parts: Vec<i32> = (0..self.partitions() as i32)
             .filter(|p| !done.contains(&(Side::Requests, *p)))
             .collect();
-        std::thread::spawn(move || {
-            let answer = (|| {
-                let mut out = unfinished_partitions(&cfg, Duration::from_secs(5), &asked)?;
-                if out.is_empty() && !parts.is_empty() {
-                    // A client of its own: this runs off the worker's thread.
-                    let client: BaseConsumer = cfg.client_config().create()?;
-                    let n = partition_count_with(
-                        &client,
-                        &cfg.kafka.bootstrap_servers,
-                        &cfg.topics.checkpoints,
-                    )?;
-                    let checkpoints = crate::checkpoint::Checkpoints::new(&cfg, n);
-                    let topics = [cfg.topics.requests.as_str(), cfg.topics.responses.as_str()];
-                    let resumes = checkpoints
-                        .read_resumes(topics, &parts, cfg.worker.read_timeout)
-                        .map_err(|e| SourceError::Rejected(format!("reading checkpoints: {e}")))?;
-                    for (p, r) in resumes {
-                        if r.values().any(|c| c.rollups > 0) {
-                            out.push((Side::Requests, p));
-                        }
+        let answer = Background::spawn(move || {
+            let mut out = unfinished_partitions(&cfg, Duration::from_secs(5), &asked)?;
+            if out.is_empty() && !parts.is_empty() {
+                // A client of its own: this runs off the worker's thread.
+                let client: BaseConsumer = cfg.client_config().create()?;
+                let n = partition_count_with(
+                    &client,
+                    &cfg.kafka.bootstrap_servers,
+                    &cfg.topics.checkpoints,
+                )?;
+                let checkpoints = crate::checkpoint::Checkpoints::new(&cfg, n);
+                let topics = [cfg.topics.requests.as_str(), cfg.topics.responses.as_str()];
+                let resumes = checkpoints
+                    .read_resumes(topics, &parts, cfg.worker.read_timeout)
+                    .map_err(|e| SourceError::Rejected(format!("reading checkpoints: {e}")))?;
+                for (p, r) in resumes {
+                    if r.values().any(|c| c.rollups > 0) {
+                        out.push((Side::Requests, p));
                     }
                 }
-                Ok(out)
-            })();
-            // The worker may have stopped waiting; nobody to tell then.
-            let _ = tx.send(answer);
+            }
+            Ok(out)
         });
         GroupProbe {
             asked: done.clone(),
-            answer: rx,
+            answer,
         }
     }
 
@@ -498,16 +523,10 @@ impl Source for EventSource {
             wait = PROBE_WAIT;
         }
         let probe = slot.as_ref().expect("set above");
-        let answer = match tokio::task::block_in_place(|| probe.answer.recv_timeout(wait)) {
-            Ok(answer) => answer,
+        let Some(answer) = tokio::task::block_in_place(|| probe.answer.within(wait)) else {
             // Not answered yet: every partition this worker has not
             // finished itself counts as unfinished until it is.
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                return Ok(all.difference(done).copied().collect());
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(SourceError::Rejected(
-                "the end-of-group probe's thread ended without an answer".into(),
-            )),
+            return Ok(all.difference(done).copied().collect());
         };
         *slot = None;
         answer

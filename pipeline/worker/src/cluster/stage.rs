@@ -462,10 +462,12 @@ async fn stage_metadata(
     }
 }
 
-/// A blocking question asked on its own thread; the loop looks for the
-/// answer each turn and asks again two seconds after it came.
+/// The end-of-group question in the [`Background`]; the loop looks for
+/// the answer each turn and asks again two seconds after it came.
+///
+/// [`Background`]: crate::source::Background
 struct Probe {
-    handle: Option<tokio::task::JoinHandle<Result<Vec<i32>, crate::source::SourceError>>>,
+    pending: Option<crate::source::Background<Vec<i32>>>,
     answered: Option<Instant>,
 }
 
@@ -474,14 +476,14 @@ impl Probe {
         f: impl FnOnce() -> Result<Vec<i32>, crate::source::SourceError> + Send + 'static,
     ) -> Self {
         Probe {
-            handle: Some(tokio::task::spawn_blocking(f)),
+            pending: Some(crate::source::Background::spawn(f)),
             answered: None,
         }
     }
 
     /// Answered two seconds ago or more: time to ask again.
     fn due(&self) -> bool {
-        self.handle.is_none()
+        self.pending.is_none()
             && self
                 .answered
                 .is_some_and(|t| t.elapsed() >= Duration::from_secs(2))
@@ -489,16 +491,10 @@ impl Probe {
 
     /// The answer, once, when it has come.
     fn take_if_done(&mut self) -> Option<Result<Vec<i32>, crate::source::SourceError>> {
-        use futures::FutureExt;
-        let answer = self.handle.as_mut()?.now_or_never()?;
-        self.handle = None;
+        let answer = self.pending.as_ref()?.within(Duration::ZERO)?;
+        self.pending = None;
         self.answered = Some(Instant::now());
-        Some(match answer {
-            Ok(r) => r,
-            Err(e) => Err(crate::source::SourceError::Rejected(format!(
-                "the probe's thread failed: {e}"
-            ))),
-        })
+        Some(answer)
     }
 }
 
