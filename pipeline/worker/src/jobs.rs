@@ -803,20 +803,43 @@ fn normalize_output(job: &Job, batch: RecordBatch) -> Result<RecordBatch, JobErr
     }
     let out = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
         .map_err(|e| out_err(e.to_string()))?;
+    let out = sorted_by_key(out).map_err(|e| out_err(e.to_string()))?;
     let keys = out.column(0).as_string::<i32>();
-    let mut seen = BTreeSet::new();
-    for i in 0..keys.len() {
-        if keys.is_null(i) {
-            return Err(out_err("a row has a NULL key".into()));
-        }
-        if !seen.insert(keys.value(i)) {
-            return Err(out_err(format!(
-                "key {:?} appears twice: a job must output one row per key (GROUP BY the key)",
-                keys.value(i)
-            )));
-        }
+    if keys.null_count() > 0 {
+        return Err(out_err("a row has a NULL key".into()));
+    }
+    if let Some(i) = (1..keys.len()).find(|&i| keys.value(i - 1) == keys.value(i)) {
+        return Err(out_err(format!(
+            "key {:?} appears twice: a job must output one row per key (GROUP BY the key)",
+            keys.value(i)
+        )));
     }
     Ok(out)
+}
+
+/// `batch` with its rows in key order (column 0, NULLs last).
+///
+/// A job's output order is whatever its plan emits: a hash aggregation
+/// gives groups in order of first appearance, a join its probe order, and
+/// another plan of the same SQL (a DataFusion upgrade, a changed optimiser
+/// rule) another order. Roll-ups aggregate job outputs in the order they
+/// hold them, and a floating-point sum depends on that order, so a score's
+/// bytes would depend on the plan. In key order they depend on the rows
+/// alone. Most outputs already are (the join leaves `events` sorted by
+/// account and aggregations keep that order): one pass then, no copy.
+fn sorted_by_key(batch: RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let keys = batch.column(0).as_string::<i32>();
+    let ordered =
+        keys.null_count() == 0 && (1..keys.len()).all(|i| keys.value(i - 1) <= keys.value(i));
+    if ordered {
+        return Ok(batch);
+    }
+    let options = arrow::compute::SortOptions {
+        descending: false,
+        nulls_first: false,
+    };
+    let indices = arrow::compute::sort_to_indices(batch.column(0), Some(options), None)?;
+    arrow::compute::take_record_batch(&batch, &indices)
 }
 
 /// Merge job outputs (from [`run_job`]) into one table: `account_id` plus
@@ -1121,5 +1144,49 @@ mod tests {
         assert!(req.is_null(2));
         let total = out.column(2).as_primitive::<Float64Type>();
         assert_eq!((total.value(0), total.value(1)), (2.0, 5.0));
+    }
+
+    /// The same rows in another order (another plan of the same SQL) give
+    /// the same output, byte for byte; a key twice is refused wherever the
+    /// two rows are.
+    #[tokio::test]
+    async fn job_output_is_in_key_order_whatever_the_plan_emits() {
+        let ctx = crate::join::window_context();
+        let job = Job::parse(
+            Path::new("v.sql"),
+            &GOOD.replace(
+                "SELECT account_id, count(*) AS requests FROM events GROUP BY account_id",
+                "SELECT account_id, requests FROM events",
+            ),
+        )
+        .unwrap();
+        let run = |rows: &'static str| {
+            let ctx = ctx.clone();
+            let job = job.clone();
+            async move {
+                ctx.deregister_table("events").unwrap();
+                ctx.sql(&format!(
+                    "CREATE VIEW events AS SELECT column1 AS account_id, column2 AS requests \
+                     FROM (VALUES {rows})"
+                ))
+                .await
+                .unwrap();
+                run_job(&ctx, &job).await
+            }
+        };
+        let a = run("('c', 3.5), ('a', 0.1), ('b', 2)").await.unwrap();
+        let b = run("('b', 2), ('c', 3.5), ('a', 0.1)").await.unwrap();
+        assert_eq!(a, b);
+        let keys: Vec<_> = a.column(0).as_string::<i32>().iter().flatten().collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        let req = a.column(1).as_primitive::<Float64Type>();
+        assert_eq!(req.values().to_vec(), [0.1, 2.0, 3.5]);
+        for rows in ["('b', 1), ('a', 2), ('b', 3)", "('a', 1), ('a', 2)"] {
+            let err = run(rows).await.unwrap_err().to_string();
+            assert!(
+                err.contains("\"a\" appears twice") || err.contains("\"b\" appears twice"),
+                "{err}"
+            );
+        }
     }
 }
