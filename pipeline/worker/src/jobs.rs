@@ -822,11 +822,12 @@ fn normalize_output(job: &Job, batch: RecordBatch) -> Result<RecordBatch, JobErr
 /// A job's output order is whatever its plan emits: a hash aggregation
 /// gives groups in order of first appearance, a join its probe order, and
 /// another plan of the same SQL (a DataFusion upgrade, a changed optimiser
-/// rule) another order. Roll-ups aggregate job outputs in the order they
-/// hold them, and a floating-point sum depends on that order, so a score's
-/// bytes would depend on the plan. In key order they depend on the rows
-/// alone. Most outputs already are (the join leaves `events` sorted by
-/// account and aggregations keep that order): one pass then, no copy.
+/// rule) another order. Roll-ups read job outputs in the order they hold
+/// them, and an aggregate across accounts (a floating-point sum over a
+/// window's rows) depends on that order, so a score's bytes could depend on
+/// the plan. In key order they depend on the rows alone. Most outputs
+/// already are (the join leaves `events` sorted by account and
+/// aggregations keep that order): one pass then, no copy.
 fn sorted_by_key(batch: RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
     let keys = batch.column(0).as_string::<i32>();
     let ordered =
