@@ -803,11 +803,18 @@ fn normalize_output(job: &Job, batch: RecordBatch) -> Result<RecordBatch, JobErr
     }
     let out = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
         .map_err(|e| out_err(e.to_string()))?;
-    let out = sorted_by_key(out).map_err(|e| out_err(e.to_string()))?;
     let keys = out.column(0).as_string::<i32>();
     if keys.null_count() > 0 {
         return Err(out_err("a row has a NULL key".into()));
     }
+    // Keys strictly increasing are in order and unique: one pass, no copy.
+    // That is the usual case (the join leaves `events` sorted by account
+    // and aggregations keep first-appearance order).
+    if (1..keys.len()).all(|i| keys.value(i - 1) < keys.value(i)) {
+        return Ok(out);
+    }
+    let out = sorted_by_key(&out).map_err(|e| out_err(e.to_string()))?;
+    let keys = out.column(0).as_string::<i32>();
     if let Some(i) = (1..keys.len()).find(|&i| keys.value(i - 1) == keys.value(i)) {
         return Err(out_err(format!(
             "key {:?} appears twice: a job must output one row per key (GROUP BY the key)",
@@ -817,7 +824,7 @@ fn normalize_output(job: &Job, batch: RecordBatch) -> Result<RecordBatch, JobErr
     Ok(out)
 }
 
-/// `batch` with its rows in key order (column 0, NULLs last).
+/// `batch` with its rows in key order (column 0, no NULLs).
 ///
 /// A job's output order is whatever its plan emits: a hash aggregation
 /// gives groups in order of first appearance, a join its probe order, and
@@ -825,22 +832,10 @@ fn normalize_output(job: &Job, batch: RecordBatch) -> Result<RecordBatch, JobErr
 /// rule) another order. Roll-ups read job outputs in the order they hold
 /// them, and an aggregate across accounts (a floating-point sum over a
 /// window's rows) depends on that order, so a score's bytes could depend on
-/// the plan. In key order they depend on the rows alone. Most outputs
-/// already are (the join leaves `events` sorted by account and
-/// aggregations keep that order): one pass then, no copy.
-fn sorted_by_key(batch: RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let keys = batch.column(0).as_string::<i32>();
-    let ordered =
-        keys.null_count() == 0 && (1..keys.len()).all(|i| keys.value(i - 1) <= keys.value(i));
-    if ordered {
-        return Ok(batch);
-    }
-    let options = arrow::compute::SortOptions {
-        descending: false,
-        nulls_first: false,
-    };
-    let indices = arrow::compute::sort_to_indices(batch.column(0), Some(options), None)?;
-    arrow::compute::take_record_batch(&batch, &indices)
+/// the plan. In key order they depend on the rows alone.
+fn sorted_by_key(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let indices = arrow::compute::sort_to_indices(batch.column(0), None, None)?;
+    arrow::compute::take_record_batch(batch, &indices)
 }
 
 /// Merge job outputs (from [`run_job`]) into one table: `account_id` plus
